@@ -1,0 +1,30 @@
+"""Generation engines behind one interface: :class:`Engine.generate(prompts, SamplingParams)`."""
+
+from stepjudge.engines.base import (
+    ChatMessages,
+    Completion,
+    Engine,
+    EngineStats,
+    GenerationResult,
+    Prompt,
+    SamplingParams,
+)
+
+__all__ = ["ChatMessages", "Completion", "Engine", "EngineStats", "GenerationResult", "Prompt",
+           "SamplingParams", "HFEngine", "OpenAIEngine", "EngineConfig", "make_engine"]
+
+
+def __getattr__(name: str):  # heavy imports (torch, openai) only when used
+    if name == "HFEngine":
+        from stepjudge.engines.hf import HFEngine
+
+        return HFEngine
+    if name == "OpenAIEngine":
+        from stepjudge.engines.openai import OpenAIEngine
+
+        return OpenAIEngine
+    if name in ("EngineConfig", "make_engine"):
+        from stepjudge.engines import factory
+
+        return getattr(factory, name)
+    raise AttributeError(name)

@@ -1,0 +1,46 @@
+"""Typed engine configuration and the one place that builds an engine from it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepjudge.engines.base import Engine
+
+
+class EngineConfig(BaseModel):
+    """Every knob of an engine. ``kind='hf'`` runs the model in-process; ``kind='openai'`` talks to
+    any OpenAI-compatible server (vLLM, SGLang, llama.cpp, ``stepjudge serve``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["hf", "openai"] = "hf"
+    model: str = Field("smollm2-135m", description="built-in name, local path or hub id (hf); served model name (openai)")
+    # hf
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = "cpu"
+    num_threads: int | None = Field(None, description="torch threads; None = torch default")
+    max_batch_rows: int = Field(64, ge=1, description="sequences decoded at once (prompts x n)")
+    share_prefix: bool = True
+    # openai
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    max_concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    use_chat: bool = Field(True, description="send chat prompts to /chat/completions (else render locally)")
+
+
+def make_engine(config: EngineConfig | dict) -> Engine:
+    if isinstance(config, dict):
+        config = EngineConfig(**config)
+    if config.kind == "hf":
+        from stepjudge.engines.hf import HFEngine
+
+        return HFEngine(config.model, dtype=config.dtype, device=config.device,
+                        max_batch_rows=config.max_batch_rows, share_prefix=config.share_prefix,
+                        num_threads=config.num_threads)
+    from stepjudge.engines.openai import OpenAIEngine
+
+    return OpenAIEngine.from_config(config)

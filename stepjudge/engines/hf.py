@@ -1,0 +1,230 @@
+"""In-process generation with transformers, built for many samples of shared prompts.
+
+Why not ``model.generate(num_return_sequences=n)``? It copies each prompt ``n`` times *before*
+the prefill, so a 300-token prompt is encoded 16 times for 16 rollouts. Here each distinct prompt
+is prefilled once (batched, left-padded), its KV cache is replicated ``n`` times
+(``DynamicCache.batch_repeat_interleave``), and decoding runs over the whole batch. Finished rows
+are dropped from the batch (``batch_select_indices``) once enough of them are done, so long
+stragglers do not make every finished row pay for more forward passes. Sampling uses transformers'
+own logits warpers and ``StopStringCriteria``; per-token logprobs come from the same logits at no
+extra forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from stepjudge.engines.base import (
+    Completion,
+    Engine,
+    GenerationResult,
+    Prompt,
+    SamplingParams,
+    truncate_at_stop,
+)
+
+
+class HFEngine(Engine):
+    """Batched sampling from a causal LM on CPU or GPU.
+
+    Args:
+        model: a model name/path for :func:`stepjudge.models.resolve_model`, or a loaded model.
+        tokenizer: required when ``model`` is a loaded model.
+        max_batch_rows: most sequences decoded at once (prompts x n); bounds memory.
+        share_prefix: prefill each prompt once for its ``n`` samples (turn off only to benchmark).
+        num_threads: torch intra-op threads (process-wide); None leaves torch's default.
+        compact_ratio: drop finished rows from the batch when at most this share is still running.
+    """
+
+    def __init__(self, model, tokenizer=None, *, dtype: str = "float32", device: str = "cpu",
+                 max_batch_rows: int = 64, share_prefix: bool = True, num_threads: int | None = None,
+                 compact_ratio: float = 0.75):
+        super().__init__()
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            from stepjudge.models import load_model_and_tokenizer
+
+            self.model_name = str(model)
+            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device)
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer along with a loaded model")
+            self.model_name = getattr(model.config, "_name_or_path", "") or "model"
+        self.model, self.tokenizer = model, tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = torch.device(device)
+        self.max_batch_rows = max_batch_rows
+        self.share_prefix = share_prefix
+        self.compact_ratio = compact_ratio
+        self._eos_ids = self._collect_eos_ids()
+        self._stop_criteria: dict[tuple[str, ...], object] = {}
+
+    # ------------------------------------------------------------------ prompts
+    def _collect_eos_ids(self) -> torch.Tensor:
+        ids: set[int] = set()
+        for src in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if src is None:
+                continue
+            ids.update(src if isinstance(src, (list, tuple)) else [src])
+        return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
+
+    def render(self, prompt: Prompt) -> str:
+        """Chat messages -> the model's chat template with the assistant turn opened."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        text = self.render(prompt)
+        # Chat templates already contain their special tokens.
+        return self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+
+    # ------------------------------------------------------------------ API
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        start = time.perf_counter()
+        encoded = [self.encode(p) for p in prompts]
+        results: list[GenerationResult | None] = [None] * len(prompts)
+        n = params.n
+        # Group prompts by length so padding waste is small; each group is one decode batch.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        if self.share_prefix:
+            per_batch = max(1, self.max_batch_rows // n)
+            groups = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+            for group in groups:
+                outs = self._generate_batch([encoded[i] for i in group], params, repeat=n)
+                for j, i in enumerate(group):
+                    results[i] = GenerationResult(outs[j * n:(j + 1) * n], prompt_tokens=len(encoded[i]))
+        else:  # naive: every sample carries its own copy of the prompt through prefill
+            rows = [(i, k) for i in order for k in range(n)]
+            per_batch = max(1, self.max_batch_rows)
+            collected: dict[int, list[Completion]] = {i: [] for i in range(len(prompts))}
+            for b in range(0, len(rows), per_batch):
+                chunk = rows[b:b + per_batch]
+                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, repeat=1)
+                for (i, _), out in zip(chunk, outs):
+                    collected[i].append(out)
+            for i in range(len(prompts)):
+                results[i] = GenerationResult(collected[i], prompt_tokens=len(encoded[i]))
+        self.stats.prompts += len(prompts)
+        self.stats.prompt_tokens += sum(len(e) for e in encoded)
+        self.stats.completion_tokens += sum(c.num_tokens for r in results for c in r.completions)
+        self.stats.seconds += time.perf_counter() - start
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ core loop
+    def _stop_criterion(self, stop: tuple[str, ...]):
+        if not stop:
+            return None
+        if stop not in self._stop_criteria:
+            from transformers.generation.stopping_criteria import StopStringCriteria
+
+            self._stop_criteria[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_criteria[stop]
+
+    def _sample(self, logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
+        if params.greedy:
+            return logits.argmax(dim=-1)
+        scores = logits / params.temperature
+        if params.top_p < 1.0:
+            sorted_logits, sorted_idx = torch.sort(scores, descending=True, dim=-1)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove = cum - sorted_logits.softmax(dim=-1) >= params.top_p  # keep the token that crosses top_p
+            sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
+        probs = scores.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
+                        repeat: int) -> list[Completion]:
+        """Prefill ``prompt_ids`` once, decode ``repeat`` samples of each; rows ordered prompt-major."""
+        from transformers import DynamicCache
+
+        dev = self.device
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompt_ids)
+        input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for r, ids in enumerate(prompt_ids):  # left padding: the last column is every row's last token
+            input_ids[r, width - len(ids):] = torch.tensor(ids)
+            attn[r, width - len(ids):] = 1
+        input_ids, attn = input_ids.to(dev), attn.to(dev)
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        if repeat > 1:
+            cache.batch_repeat_interleave(repeat)
+            logits = logits.repeat_interleave(repeat, dim=0)
+            attn = attn.repeat_interleave(repeat, dim=0)
+            position_ids = position_ids.repeat_interleave(repeat, dim=0)
+        rows = logits.shape[0]
+        next_pos = position_ids[:, -1] + 1
+
+        gen = None
+        if params.seed is not None and not params.greedy:
+            gen = torch.Generator(device=dev).manual_seed(params.seed)
+        stop_crit = self._stop_criterion(params.stop)
+
+        active = torch.arange(rows, device=dev)           # original row index of each live row
+        generated = torch.empty((rows, 0), dtype=torch.long, device=dev)  # tokens of live rows
+        lps = torch.empty((rows, 0), dtype=torch.float32, device=dev)
+        done_ids: dict[int, torch.Tensor] = {}
+        done_lps: dict[int, torch.Tensor] = {}
+        finish: dict[int, str] = {}
+        sampled: dict[int, int] = {}  # tokens sampled per row, EOS included (as OpenAI servers count)
+        alive = torch.ones(rows, dtype=torch.bool, device=dev)  # over current (uncompacted) rows
+
+        for step in range(params.max_tokens):
+            tokens = self._sample(logits, params, gen)
+            if params.logprobs:
+                step_lp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+                lps = torch.cat([lps, step_lp[:, None]], dim=1)
+            generated = torch.cat([generated, tokens[:, None]], dim=1)
+            is_eos = torch.isin(tokens, self._eos_ids)
+            hit_stop = stop_crit(generated, None).to(dev) if stop_crit is not None else torch.zeros_like(is_eos)
+            newly_done = alive & (is_eos | hit_stop)
+            last_step = step == params.max_tokens - 1
+            for r in (alive if last_step else newly_done).nonzero().flatten().tolist():
+                orig = int(active[r])
+                seq = generated[r]
+                if is_eos[r] and alive[r]:
+                    seq = seq[:-1]
+                done_ids[orig] = seq
+                sampled[orig] = generated.shape[1]
+                done_lps[orig] = lps[r, :len(seq)] if params.logprobs else None
+                finish[orig] = "stop" if bool(newly_done[r]) else "length"
+            alive &= ~newly_done
+            if last_step or not bool(alive.any()):
+                break
+            # Drop finished rows once few enough are left: a KV copy is costly, so amortise it.
+            if int(alive.sum()) <= self.compact_ratio * alive.numel():
+                keep = alive.nonzero().flatten()
+                cache.batch_select_indices(keep)
+                active, generated, lps = active[keep], generated[keep], lps[keep] if params.logprobs else lps
+                tokens, attn, next_pos = tokens[keep], attn[keep], next_pos[keep]
+                alive = torch.ones(len(keep), dtype=torch.bool, device=dev)
+            attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype, device=dev)], dim=1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+
+        completions = []
+        for orig in range(rows):
+            ids = done_ids[orig].tolist()
+            raw = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text, _ = truncate_at_stop(raw, params.stop)
+            completions.append(Completion(
+                text=text, num_tokens=sampled[orig],
+                finish_reason=finish[orig],  # type: ignore[arg-type]
+                token_ids=ids,
+                logprobs=done_lps[orig].tolist() if params.logprobs else None,
+            ))
+        return completions
