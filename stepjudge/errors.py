@@ -14,7 +14,7 @@ class DataError(StepJudgeError, ValueError):
         if path is not None:
             where = str(path) + (f":{line}" if line is not None else "")
         if field is not None:
-            where += f" field '{field}'"
+            where = f"{where} field '{field}'" if where else f"field '{field}'"
         super().__init__(f"{where}: {message}" if where else message)
         self.path, self.line, self.field = path, line, field
 

@@ -29,6 +29,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: bool = False
+    stop_token_ids: tuple[int, ...] = ()  # extra end-of-sequence ids (like vLLM's), cut like EOS
+    ignore_eos: bool = False  # keep sampling past EOS (benchmarks; vLLM has the same knob)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -43,6 +45,7 @@ class SamplingParams:
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
 
     @property
     def greedy(self) -> bool:

@@ -171,6 +171,9 @@ class HFEngine(Engine):
         if params.seed is not None and not params.greedy:
             gen = torch.Generator(device=dev).manual_seed(params.seed)
         stop_crit = self._stop_criterion(params.stop)
+        end_ids = self._eos_ids
+        if params.stop_token_ids:
+            end_ids = torch.cat([end_ids, torch.tensor(params.stop_token_ids, dtype=torch.long, device=dev)])
 
         active = torch.arange(rows, device=dev)           # original row index of each live row
         generated = torch.empty((rows, 0), dtype=torch.long, device=dev)  # tokens of live rows
@@ -187,7 +190,9 @@ class HFEngine(Engine):
                 step_lp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
                 lps = torch.cat([lps, step_lp[:, None]], dim=1)
             generated = torch.cat([generated, tokens[:, None]], dim=1)
-            is_eos = torch.isin(tokens, self._eos_ids)
+            is_eos = torch.isin(tokens, end_ids)
+            if params.ignore_eos:
+                is_eos = torch.isin(tokens, end_ids[len(self._eos_ids):])
             hit_stop = stop_crit(generated, None).to(dev) if stop_crit is not None else torch.zeros_like(is_eos)
             newly_done = alive & (is_eos | hit_stop)
             last_step = step == params.max_tokens - 1

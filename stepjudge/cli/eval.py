@@ -1,0 +1,82 @@
+"""``stepjudge eval processbench``: measure a judge with the official ProcessBench metric."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from stepjudge.cli.common import ENGINE_KEYS, add_engine_flags, load_yaml, merge_flags
+
+DESCRIPTION = """\
+Evaluate a judge on ProcessBench (3,400 solutions with the index of their first wrong step).
+
+Protocols:
+  critic    the official one: the whole solution in one prompt, the judge answers the earliest
+            wrong paragraph index or -1 in \\boxed{}
+  stepwise  StepWiser: one prompt per step; the first step judged \\boxed{Negative} is the answer
+  prm       a "+"/"-" judge in a multi-turn chat, one step per turn
+
+Metric (per subset): accuracy on erroneous cases, accuracy on correct cases, F1 = their harmonic
+mean; the average is the mean of the subset F1s. Results go to --out: predictions.jsonl (with raw
+judge outputs), summary.json and report.md. Re-running the same command resumes where it stopped.
+
+examples:
+  stepjudge eval processbench --judge smollm2-135m --protocol stepwise --subsets gsm8k --limit 10 --out runs/pb
+  stepjudge eval processbench --engine openai --base-url http://gpu-box:8000/v1 --judge Qwen/Qwen2.5-7B-Instruct \\
+      --protocol critic --votes 8 --out runs/pb-qwen7b
+  stepjudge eval processbench --config configs/quickstart_processbench.yaml
+  stepjudge eval processbench --score my_predictions.jsonl     # lines: {"id": "gsm8k-12", "prediction": 3}
+"""
+
+KEYS = {"judge": "judge", "protocol": "protocol", "subsets": "subsets", "limit": "limit", "votes": "votes",
+        "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed",
+        "batch_size": "batch_size", "source": "source", "out": "out", "unparsed_as": "unparsed_as",
+        **ENGINE_KEYS}
+
+
+def register(subparsers) -> None:
+    p_eval = subparsers.add_parser("eval", help="evaluate judges on benchmarks",
+                                   description="Evaluate judges on benchmarks.")
+    sub = p_eval.add_subparsers(dest="benchmark", metavar="<benchmark>")
+    p = sub.add_parser("processbench", help="ProcessBench (official metric; critic/stepwise/prm protocols)",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    p.add_argument("--score", metavar="PREDICTIONS.jsonl",
+                   help="only score a predictions file and print the summary as JSON")
+    p.add_argument("--judge", help="judge model: smollm2-135m, a local checkpoint, a hub id, or the served "
+                   "model name with --engine openai")
+    p.add_argument("--protocol", choices=["critic", "stepwise", "prm"], help="how the judge is asked (default stepwise)")
+    p.add_argument("--subsets", nargs="+", help="gsm8k math olympiadbench omnimath (default: all four); commas work too")
+    p.add_argument("--limit", type=int, help="first N cases of each subset")
+    p.add_argument("--votes", type=int, help="samples per judgement, majority vote (default 1 = greedy)")
+    p.add_argument("--temperature", type=float, help="default 0 (1 vote) or 1.0 (voting)")
+    p.add_argument("--top-p", type=float, help="default 1.0 (1 vote) or 0.9 (voting)")
+    p.add_argument("--max-tokens", type=int, help="per judgement; default critic 2048, stepwise 512, prm 4")
+    p.add_argument("--seed", type=int, help="sampling seed (default 0)")
+    p.add_argument("--batch-size", type=int, help="cases judged together in one engine call (default 16)")
+    p.add_argument("--unparsed-as", choices=["Positive", "Negative"],
+                   help="stepwise: verdict when no sample has a parseable \\boxed{} verdict (default Positive)")
+    p.add_argument("--source", help="ProcessBench folder or hub id (default: ../shared/data/processbench)")
+    p.add_argument("--out", help="run folder (default runs/processbench)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_engine_flags(p)
+    p.set_defaults(func=run_processbench)
+    p_eval.set_defaults(func=lambda a: p_eval.print_help() or 2)
+
+
+def run_processbench(args: argparse.Namespace) -> int:
+    from stepjudge.eval.processbench import ProcessBenchEvalConfig, ProcessBenchRun, score_predictions_file
+    from stepjudge.eval.metrics import summary_markdown
+
+    if args.score:
+        print(json.dumps(score_predictions_file(args.score, source=args.source), indent=2))
+        return 0
+    if args.subsets:
+        args.subsets = [s for item in args.subsets for s in item.split(",") if s]
+    base = load_yaml(args.config) if args.config else {}
+    config = ProcessBenchEvalConfig(**merge_flags(base, args, KEYS))
+    run = ProcessBenchRun(config, progress=not args.no_progress)
+    summary = run.run()
+    print(summary_markdown(summary, title=f"ProcessBench ({config.protocol} judge: {config.judge})"))
+    print(f"run folder: {run.out} (report.md, summary.json, predictions.jsonl)")
+    return 0

@@ -1,0 +1,52 @@
+"""``stepjudge <verb>``: the command line. Each verb lives in its own module with
+``register(subparsers)`` (adds its parser) and a handler stored as ``func`` on the parsed args."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stepjudge import __version__
+from stepjudge.errors import StepJudgeError
+
+VERB_MODULES = ("stepjudge.cli.eval", "stepjudge.cli.serve", "stepjudge.cli.models")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="stepjudge",
+        description="Judge LLM reasoning step by step: evaluate, serve and (soon) train stepwise judges.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'stepjudge <verb> --help' for the options of each verb.",
+    )
+    parser.add_argument("--version", action="version", version=f"stepjudge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for mod in VERB_MODULES:
+        importlib.import_module(mod).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except StepJudgeError as e:
+        print(f"stepjudge: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stepjudge: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

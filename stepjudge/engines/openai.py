@@ -1,0 +1,260 @@
+"""Generation over HTTP from any OpenAI-compatible server (vLLM, SGLang, llama.cpp, ``stepjudge serve``).
+
+Why a private event loop? The official async client gives us retries with exponential backoff,
+timeouts and cheap concurrency, but callers of :meth:`OpenAIEngine.generate` are plain sync code,
+code already inside a running event loop (notebooks, async trainers) and worker threads. A loop
+owned by a daemon thread serves all three: coroutines are submitted with
+``asyncio.run_coroutine_threadsafe`` and the caller just waits on the returned future. The HTTP
+client lives on that loop only, so it is never shared across loops.
+
+Each prompt is one request (``n`` samples in it); requests run concurrently up to
+``max_concurrency``. Chat prompts go to ``/chat/completions`` and raw text to ``/completions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from stepjudge.engines.base import (
+    Completion,
+    Engine,
+    FinishReason,
+    GenerationResult,
+    Prompt,
+    SamplingParams,
+)
+from stepjudge.errors import EngineError
+
+if TYPE_CHECKING:
+    from stepjudge.engines.factory import EngineConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOCAL_API_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp) accept when they check no key
+
+
+class OpenAIEngine(Engine):
+    """An :class:`Engine` backed by an OpenAI-compatible HTTP server.
+
+    Args:
+        base_url: the server's API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name the server serves.
+        api_key: the key itself; when None it is read from ``api_key_env`` (``"EMPTY"`` if unset,
+            which local servers accept).
+        max_concurrency: most requests in flight at once.
+        timeout_s: per-request timeout; ``max_retries``: retries (with backoff) of failed requests.
+        use_chat: send chat prompts to ``/chat/completions``. Without it chat prompts are refused,
+            because the model's chat template is only known to the server.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, timeout_s: float = 120,
+                 max_retries: int = 4, use_chat: bool = True):
+        super().__init__()
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model
+        self.api_key_env = api_key_env
+        self._key_from_env = api_key is None
+        self._env_key_set = bool(os.environ.get(api_key_env))
+        self._api_key = api_key if api_key is not None else (os.environ.get(api_key_env) or LOCAL_API_KEY)
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.use_chat = use_chat
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        # The thread must not reference self, or a forgotten engine would never be collected.
+        self._thread = threading.Thread(target=_run_loop, args=(self._loop,), name="stepjudge-openai-loop",
+                                        daemon=True)
+        self._thread.start()
+        self._finalizer = weakref.finalize(self, _stop_loop, self._loop)
+        self._client, self._sem = self._submit(self._make_client()).result()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> OpenAIEngine:
+        return cls(config.base_url, config.model, api_key_env=config.api_key_env,
+                   max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
+                   max_retries=config.max_retries, use_chat=config.use_chat)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIEngine(base_url={self.base_url!r}, model={self.model_name!r})"
+
+    # ------------------------------------------------------------------ loop plumbing
+    def _submit(self, coro: Coroutine[Any, Any, T]):
+        if self._closed:
+            coro.close()
+            raise EngineError("this OpenAIEngine is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def _make_client(self):
+        """Built on the private loop so the HTTP client's connections belong to it."""
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s,
+                             max_retries=self.max_retries)
+        return client, asyncio.Semaphore(self.max_concurrency)
+
+    # ------------------------------------------------------------------ API
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        """Blocking; safe from plain code, from inside a running event loop and from threads."""
+        if threading.current_thread() is self._thread:
+            raise EngineError("OpenAIEngine.generate cannot be called from its own loop thread")
+        future = self._submit(self._generate(list(prompts), params))
+        try:
+            return future.result()
+        except BaseException:  # e.g. KeyboardInterrupt: do not leave requests running
+            future.cancel()
+            raise
+
+    async def agenerate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        """Awaitable version for callers that run their own event loop."""
+        return await asyncio.wrap_future(self._submit(self._generate(list(prompts), params)))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=10)
+        except Exception as e:  # closing is best effort
+            log.debug("closing the OpenAI client failed: %s", e)
+        self._closed = True
+        self._finalizer()
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    # ------------------------------------------------------------------ requests (private loop)
+    async def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        for p in prompts:
+            if not isinstance(p, str) and not self.use_chat:
+                raise EngineError(
+                    "got chat messages but use_chat=False: the model's chat template is only known to "
+                    "the server, so chat prompts cannot be rendered client-side; set use_chat=True "
+                    "or pass raw text prompts")
+        start = time.perf_counter()
+        tasks = [asyncio.ensure_future(self._one(p, params)) for p in prompts]
+        try:
+            results = list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        self.stats.prompts += len(prompts)
+        self.stats.prompt_tokens += sum(r.prompt_tokens for r in results)
+        self.stats.completion_tokens += sum(c.num_tokens for r in results for c in r.completions)
+        self.stats.seconds += time.perf_counter() - start
+        return results
+
+    async def _one(self, prompt: Prompt, params: SamplingParams) -> GenerationResult:
+        import openai
+
+        kwargs: dict[str, Any] = dict(model=self.model_name, n=params.n, temperature=params.temperature,
+                                      top_p=params.top_p, max_tokens=params.max_tokens)
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        chat = not isinstance(prompt, str)
+        async with self._sem:
+            try:
+                if chat:
+                    if params.logprobs:
+                        kwargs["logprobs"] = True
+                    resp = await self._client.chat.completions.create(messages=prompt, **kwargs)
+                else:
+                    if params.logprobs:
+                        kwargs["logprobs"] = 1  # legacy API: top-k count; we read only the sampled token
+                    resp = await self._client.completions.create(prompt=prompt, **kwargs)
+            except openai.AuthenticationError:
+                raise EngineError(self._auth_message()) from None
+            except openai.APITimeoutError as e:
+                raise EngineError(
+                    f"the server at {self.base_url} did not answer within {self.timeout_s:g}s "
+                    f"(after {self.max_retries} retries); is it overloaded? raise timeout_s") from e
+            except openai.APIConnectionError as e:
+                raise EngineError(
+                    f"the server at {self.base_url} is unreachable after {self.max_retries} retries "
+                    f"(is it running? check --base-url)") from e
+            except openai.APIStatusError as e:
+                raise EngineError(f"the server at {self.base_url} returned HTTP {e.status_code}: "
+                                  f"{_server_message(e)}") from e
+            except openai.OpenAIError as e:
+                raise EngineError(f"request to {self.base_url} failed: {e}") from e
+        return self._to_result(resp, params, chat)
+
+    def _auth_message(self) -> str:
+        where = (f"the environment variable {self.api_key_env}" if self._key_from_env
+                 else "the api_key passed to OpenAIEngine")
+        state = "" if not self._key_from_env or self._env_key_set else " (it is not set)"
+        return (f"the server at {self.base_url} rejected the API key (HTTP 401): "
+                f"set {where}{state} to the key the server expects")
+
+    # ------------------------------------------------------------------ response mapping
+    def _to_result(self, resp: Any, params: SamplingParams, chat: bool) -> GenerationResult:
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        usage = getattr(resp, "usage", None)
+        total = int(getattr(usage, "completion_tokens", 0) or 0)
+        completions = []
+        for k, ch in enumerate(choices):
+            if chat:
+                text = (ch.message.content if ch.message is not None else None) or ""
+                content = getattr(ch.logprobs, "content", None) if ch.logprobs is not None else None
+                lps = [t.logprob for t in content] if content is not None else None
+            else:
+                text = ch.text or ""
+                tl = getattr(ch.logprobs, "token_logprobs", None) if ch.logprobs is not None else None
+                lps = [float(x) if x is not None else 0.0 for x in tl] if tl is not None else None
+            finish: FinishReason = "length" if ch.finish_reason == "length" else "stop"
+            completions.append(Completion(text=text, num_tokens=0, finish_reason=finish,
+                                          logprobs=lps if params.logprobs else None))
+            completions[-1].num_tokens = _count_tokens(ch, lps, k, len(choices), total)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        return GenerationResult(completions, prompt_tokens=prompt_tokens)
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def _count_tokens(choice: Any, logprobs: list[float] | None, k: int, n: int, total: int) -> int:
+    """Tokens of one choice. Exact for n == 1 (usage), for servers that report a per-choice
+    ``num_tokens`` (``stepjudge serve`` does; it also counts a final EOS that carries no logprob) and
+    when logprobs came back; otherwise usage is split evenly over the choices, which is approximate."""
+    if n == 1:
+        return total
+    extra = getattr(choice, "model_extra", None) or {}
+    if isinstance(extra.get("num_tokens"), int):
+        return extra["num_tokens"]
+    if logprobs is not None:
+        return len(logprobs)
+    return total // n + (1 if k < total % n else 0)
+
+
+def _server_message(e: Any) -> str:
+    """The server's own words from an OpenAI-style (or FastAPI-style) error body."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail")
+            if msg:
+                return str(msg)
+        elif isinstance(err, str):
+            return err
+    return str(getattr(e, "message", "") or e)

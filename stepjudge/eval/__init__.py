@@ -1,0 +1,1 @@
+"""Benchmarks for judges. ``processbench``: the official ProcessBench metric and protocols."""

@@ -1,0 +1,489 @@
+"""An OpenAI-compatible HTTP server over any :class:`~stepjudge.engines.base.Engine`.
+
+Why: RL trainers (TRL, verl) and eval harnesses already speak the OpenAI API, so serving a judge
+this way makes it a drop-in reward endpoint. Many clients send small requests at once; answering
+each with its own ``engine.generate`` call would waste the batched decoder. So one worker thread
+owns the engine (it is not thread-safe) and *micro-batches*: requests that arrive within
+``batch_window_ms`` of each other and ask for identical sampling parameters are merged into one
+``generate`` call. Async handlers only parse, enqueue and await a future the worker completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stepjudge.engines.base import Engine, GenerationResult, Prompt, SamplingParams
+from stepjudge.errors import StepJudgeError
+
+if TYPE_CHECKING:
+    from stepjudge.engines.factory import EngineConfig
+
+log = logging.getLogger(__name__)
+
+CHAT_DEFAULT_MAX_TOKENS = 512  # OpenAI's chat default is "up to the context"; a bound keeps CPUs sane
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy default
+
+
+# ---------------------------------------------------------------------- request bodies
+class _Body(BaseModel):
+    # Unknown OpenAI fields (user, presence_penalty, ...) are accepted and ignored, as vLLM does.
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    n: int = Field(1, ge=1, le=512)
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+
+
+class CompletionBody(_Body):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool | None = False
+
+
+class _TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[_TextPart] | None = None
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def _error_response(status: int, message: str, type_: str, code: str | None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"error": {"message": message, "type": type_, "code": code}})
+
+
+# ---------------------------------------------------------------------- micro-batching worker
+@dataclass
+class _Job:
+    prompts: list[Prompt]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    want_tokens: bool = False
+
+
+@dataclass
+class _JobOutput:
+    results: list[GenerationResult]
+    token_strings: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token]
+
+
+_STOP = object()
+
+
+class BatchWorker:
+    """The one thread that calls ``engine.generate``; merges compatible requests into a batch."""
+
+    def __init__(self, engine: Engine, *, batch_window_ms: float = 10, max_batch_prompts: int = 64):
+        self.engine = engine
+        self.window_s = max(0.0, batch_window_ms / 1000)
+        self.max_batch_prompts = max(1, max_batch_prompts)
+        self.batches_run = 0
+        self.requests_run = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: deque[_Job] = deque()  # taken from the queue but incompatible with that batch
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.state: Any = None  # e.g. app.state: gets ``batches_run`` kept current
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stepjudge-serve-engine",
+                                                daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    async def submit(self, prompts: list[Prompt], params: SamplingParams, want_tokens: bool) -> _JobOutput:
+        self.start()
+        loop = asyncio.get_running_loop()
+        job = _Job(prompts, params, loop, loop.create_future(), want_tokens)
+        self._queue.put(job)
+        return await job.future
+
+    # -------------------------------------------------------------- worker thread
+    def _run(self) -> None:
+        while True:
+            first = self._pending.popleft() if self._pending else self._queue.get()
+            if first is _STOP:
+                self._fail_all(RuntimeError("the server is shutting down"))
+                return
+            batch, stopping = self._collect(first)
+            self._execute(batch)
+            if stopping:
+                self._fail_all(RuntimeError("the server is shutting down"))
+                return
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """``first`` plus every compatible job already waiting or arriving within the window."""
+        batch, size = [first], len(first.prompts)
+        for job in list(self._pending):
+            if job.params == first.params and size + len(job.prompts) <= self.max_batch_prompts:
+                self._pending.remove(job)
+                batch.append(job)
+                size += len(job.prompts)
+        deadline = time.monotonic() + self.window_s
+        while size < self.max_batch_prompts:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            if job.params == first.params and size + len(job.prompts) <= self.max_batch_prompts:
+                batch.append(job)
+                size += len(job.prompts)
+            else:
+                self._pending.append(job)
+        return batch, False
+
+    def _execute(self, batch: list[_Job]) -> None:
+        batch = [j for j in batch if not j.future.done()]  # clients that went away
+        if not batch:
+            return
+        prompts = [p for j in batch for p in j.prompts]
+        try:
+            results = self.engine.generate(prompts, batch[0].params)
+            outputs, i = [], 0
+            for job in batch:
+                mine = results[i:i + len(job.prompts)]
+                i += len(job.prompts)
+                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else []))
+        except Exception as e:
+            self._count(batch)
+            if len(batch) == 1:  # reported to the client as a 500
+                log.exception("engine.generate failed for a request of %d prompts", len(prompts))
+                _resolve(batch[0], exc=e)
+                return
+            # One bad request must not fail the clients it was merged with.
+            log.warning("a merged batch failed (%s); running its %d requests one by one", e, len(batch))
+            for job in batch:
+                self._execute([job])
+            return
+        self._count(batch)
+        for job, out in zip(batch, outputs, strict=True):
+            _resolve(job, result=out)
+
+    def _count(self, batch: list[_Job]) -> None:
+        self.batches_run += 1
+        self.requests_run += len(batch)
+        if self.state is not None:
+            self.state.batches_run = self.batches_run
+
+    def _token_strings(self, results: list[GenerationResult]) -> list[list[list[str]]]:
+        """Done here, on the engine's thread, because the tokenizer belongs to the engine."""
+        tok = getattr(self.engine, "tokenizer", None)
+        out = []
+        for r in results:
+            per_choice = []
+            for c in r.completions:
+                n = len(c.logprobs or [])
+                if tok is not None and c.token_ids is not None and len(c.token_ids) >= n:
+                    per_choice.append([tok.decode([t]) for t in c.token_ids[:n]])
+                else:
+                    per_choice.append([""] * n)
+            out.append(per_choice)
+        return out
+
+    def _fail_all(self, exc: Exception) -> None:
+        while self._pending:
+            _resolve(self._pending.popleft(), exc=exc)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                _resolve(job, exc=exc)
+
+
+def _resolve(job: _Job, *, result: _JobOutput | None = None, exc: BaseException | None = None) -> None:
+    def done() -> None:
+        if job.future.done():
+            return
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the client's loop is already closed
+        job.loop.call_soon_threadsafe(done)
+
+
+# ---------------------------------------------------------------------- the app
+def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = None,
+               batch_window_ms: float = 10, max_batch_prompts: int = 64) -> FastAPI:
+    """Build the FastAPI app. ``app.state.worker`` is the :class:`BatchWorker`;
+    ``app.state.batches_run`` counts ``engine.generate`` calls (fewer than requests = batching works)."""
+    worker = BatchWorker(engine, batch_window_ms=batch_window_ms, max_batch_prompts=max_batch_prompts)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    app = FastAPI(title="stepjudge OpenAI-compatible server", lifespan=lifespan)
+
+    app.state.worker = worker
+    app.state.batches_run = 0
+    worker.state = app.state
+    app.state.engine = engine
+    app.state.served_model_name = served_model_name
+
+    async def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+            raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                           "invalid_request_error", "invalid_api_key")
+
+    def check_model(name: str) -> None:
+        if name != served_model_name:
+            raise APIError(404, f"the model '{name}' does not exist; this server serves "
+                                f"'{served_model_name}'", "invalid_request_error", "model_not_found")
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return _error_response(e.status, e.message, e.type, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return _error_response(400, "invalid request: " + "; ".join(parts), "invalid_request_error", None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return _error_response(e.status_code, str(e.detail), "invalid_request_error", None)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": served_model_name, "object": "model",
+                                            "created": int(time.time()), "owned_by": "stepjudge"}]}
+
+    async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool) -> _JobOutput:
+        try:
+            out = await worker.submit(prompts, params, want_tokens)
+        except Exception as e:
+            raise APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error",
+                           "engine_error") from e
+        return out
+
+    @app.post("/v1/completions", dependencies=[Depends(require_key)])
+    async def completions(body: CompletionBody) -> dict:
+        check_model(body.model)
+        if body.echo:
+            raise APIError(400, "echo is not supported by this server", code="unsupported_parameter")
+        _no_stream(body)
+        prompts: list[Prompt] = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        if not prompts:
+            raise APIError(400, "prompt must not be an empty list")
+        params = _params(body, body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS, body.logprobs is not None)
+        out = await run(prompts, params, params.logprobs)
+        choices = []
+        for i, r in enumerate(out.results):
+            for k, c in enumerate(r.completions):
+                lp = None
+                if params.logprobs:
+                    lp = {"tokens": out.token_strings[i][k], "token_logprobs": list(c.logprobs or []),
+                          "top_logprobs": None, "text_offset": None}
+                choices.append({"index": i * params.n + k, "text": c.text, "finish_reason": c.finish_reason,
+                                "logprobs": lp, "num_tokens": c.num_tokens})
+        return _response("cmpl", "text_completion", served_model_name, choices, out.results)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+    async def chat_completions(body: ChatBody) -> dict:
+        check_model(body.model)
+        _no_stream(body)
+        messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
+        max_tokens = body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS
+        params = _params(body, max_tokens, bool(body.logprobs))
+        out = await run([messages], params, params.logprobs)
+        choices = []
+        for k, c in enumerate(out.results[0].completions):
+            lp = None
+            if params.logprobs:
+                pairs = zip(out.token_strings[0][k], c.logprobs or [], strict=True)
+                lp = {"content": [{"token": t, "logprob": v, "bytes": None, "top_logprobs": []}
+                                  for t, v in pairs],
+                      "refusal": None}
+            choices.append({"index": k, "message": {"role": "assistant", "content": c.text},
+                            "finish_reason": c.finish_reason, "logprobs": lp, "num_tokens": c.num_tokens})
+        return _response("chatcmpl", "chat.completion", served_model_name, choices, out.results)
+
+    return app
+
+
+def _no_stream(body: _Body) -> None:
+    if body.stream:
+        raise APIError(400, "stream=true is not supported by this server", code="unsupported_parameter")
+
+
+def _content_text(content: str | list[_TextPart] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text for p in content)
+
+
+def _params(body: _Body, max_tokens: int, logprobs: bool) -> SamplingParams:
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    try:
+        return SamplingParams(n=body.n, temperature=1.0 if body.temperature is None else body.temperature,
+                              top_p=1.0 if body.top_p is None else body.top_p, max_tokens=max_tokens,
+                              stop=stop, seed=body.seed, logprobs=logprobs)
+    except ValueError as e:
+        raise APIError(400, f"invalid request: {e}") from e
+
+
+def _response(prefix: str, obj: str, model: str, choices: list[dict],
+              results: list[GenerationResult]) -> dict[str, Any]:
+    prompt_tokens = sum(r.prompt_tokens for r in results)
+    completion_tokens = sum(c.num_tokens for r in results for c in r.completions)
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()),
+            "model": model, "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+# ---------------------------------------------------------------------- running it
+def make_server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                on_ready=None):
+    """A ``uvicorn.Server`` that calls ``on_ready(url)`` once its socket is listening (port 0 works:
+    the URL carries the port the OS picked)."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready(server_url(self))
+
+    return _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+
+
+def server_url(server) -> str:
+    """Base URL (with ``/v1``) of a started uvicorn server."""
+    sock = server.servers[0].sockets[0]
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/v1"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                    start_timeout_s: float = 60) -> Iterator[str]:
+    """Run ``app`` on a daemon thread and yield its base URL once it listens; stop it on exit.
+    For tests and notebooks, where the caller's own thread must stay free."""
+    ready = threading.Event()
+    urls: list[str] = []
+
+    def on_ready(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    server = make_server(app, host=host, port=port, log_level=log_level, on_ready=on_ready)
+    thread = threading.Thread(target=server.run, name="stepjudge-serve-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not ready.wait(0.05):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise StepJudgeError(f"the server on {host}:{port} did not start (see the log above)")
+    try:
+        yield urls[0]
+    finally:
+        server.should_exit = True
+        thread.join(start_timeout_s)
+
+
+def serve(engine_config: EngineConfig, *, host: str = "127.0.0.1", port: int = 8000,
+          served_model_name: str | None = None, api_key_env: str | None = None,
+          batch_window_ms: float = 10, log_level: str = "info", max_batch_prompts: int = 64) -> None:
+    """Load the engine and serve it until interrupted. ``api_key_env`` names the environment variable
+    holding the key clients must send; None serves without authentication."""
+    from stepjudge.engines.factory import make_engine
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise StepJudgeError(f"--api-key-env names {api_key_env}, but that environment variable is "
+                                 f"not set; export it or drop --api-key-env")
+    engine = make_engine(engine_config)
+    name = served_model_name or engine_config.model
+    try:
+        app = create_app(engine, name, api_key=api_key, batch_window_ms=batch_window_ms,
+                         max_batch_prompts=max_batch_prompts)
+
+        def ready(url: str) -> None:
+            auth = f" (clients must send the key from ${api_key_env})" if api_key else ""
+            print(f"stepjudge: serving '{name}' at {url}{auth}", flush=True)
+
+        make_server(app, host=host, port=port, log_level=log_level, on_ready=ready).run()
+    finally:
+        engine.close()

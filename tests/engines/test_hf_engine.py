@@ -1,0 +1,107 @@
+"""The hf engine on the tiny model: sampling contract, equivalence with transformers' generate."""
+
+import pytest
+import torch
+
+from stepjudge.engines.base import SamplingParams, truncate_at_stop
+from stepjudge.engines.hf import HFEngine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.set_num_threads(1)
+    return HFEngine("tiny-random", max_batch_rows=16)
+
+
+def test_greedy_matches_transformers_generate(engine):
+    tok, model = engine.tokenizer, engine.model
+    prompt = "Start with 4. Add 3. Add 5."
+    ids = tok(prompt, return_tensors="pt")
+    ref = model.generate(**ids, do_sample=False, max_new_tokens=12, min_new_tokens=12,
+                         pad_token_id=tok.pad_token_id)[0, ids.input_ids.shape[1]:].tolist()
+    out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+    assert out.completions[0].token_ids == ref
+    assert out.completions[0].num_tokens == 12
+    assert out.completions[0].finish_reason == "length"
+    assert out.prompt_tokens == ids.input_ids.shape[1]
+
+
+def test_left_padding_does_not_change_greedy_output(engine):
+    short, long = "Add 3.", "Start with 4. Add 3. Add 5. Then subtract 2 and add 7 more."
+    p = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    alone = engine.generate([short], p)[0].completions[0].token_ids
+    batched = engine.generate([long, short], p)
+    assert batched[1].completions[0].token_ids == alone
+    assert batched[0].completions[0].token_ids == engine.generate([long], p)[0].completions[0].token_ids
+
+
+def test_n_samples_seeded_and_shared_prefix_matches_copies(engine):
+    p = SamplingParams(n=4, temperature=1.0, max_tokens=6, seed=123, ignore_eos=True)
+    a = engine.generate(["Start with 2."], p)[0]
+    b = engine.generate(["Start with 2."], p)[0]
+    assert len(a.completions) == 4
+    assert a.texts == b.texts  # same seed, same batch -> same samples
+    # Greedy: prefix sharing must give exactly what 4 independent copies give.
+    g = SamplingParams(n=3, temperature=0, max_tokens=6, ignore_eos=True)
+    shared = engine.generate(["Start with 2.", "Add 9."], g)
+    naive = HFEngine(engine.model, engine.tokenizer, share_prefix=False).generate(["Start with 2.", "Add 9."], g)
+    assert [r.texts for r in shared] == [r.texts for r in naive]
+
+
+def test_chat_prompt_uses_chat_template(engine):
+    msgs = [{"role": "user", "content": "hi"}]
+    rendered = engine.render(msgs)
+    assert rendered.startswith("<|im_start|>system") and rendered.endswith("<|im_start|>assistant\n")
+    res = engine.generate([msgs], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert res[0].prompt_tokens == len(engine.tokenizer(rendered, add_special_tokens=False).input_ids)
+
+
+def test_stop_string_cut_and_finish_reason(engine):
+    # Find what greedy decoding produces, then stop on a piece of it.
+    p = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    full = engine.generate(["Start with 4."], p)[0].completions[0]
+    stop = full.text[3:6]
+    assert stop
+    out = engine.generate(["Start with 4."], SamplingParams(temperature=0, max_tokens=10, stop=(stop,),
+                                                            ignore_eos=True))[0].completions[0]
+    assert out.finish_reason == "stop"
+    assert out.text == full.text[:full.text.find(stop)]
+    assert out.num_tokens < 10
+
+
+def test_logprobs_match_a_teacher_forced_forward_pass(engine):
+    prompt = "Start with 4. Add 3."
+    out = engine.generate([prompt], SamplingParams(temperature=1.0, max_tokens=5, seed=0, logprobs=True,
+                                                   ignore_eos=True))[0].completions[0]
+    ids = engine.tokenizer(prompt).input_ids
+    full = torch.tensor([ids + out.token_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(engine.model(full).logits[0].float(), -1)
+    expected = [logp[len(ids) - 1 + i, t].item() for i, t in enumerate(out.token_ids)]
+    assert out.logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_end_token_ends_a_row_and_is_counted_but_not_returned(engine):
+    p = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    full = engine.generate(["Start with 4."], p)[0].completions[0].token_ids
+    k = [i for i in range(10) if full[i] not in full[:i]][-1]  # last first-occurrence of a token id
+    out = engine.generate(["Start with 4."], SamplingParams(temperature=0, max_tokens=10,
+                                                            stop_token_ids=(full[k],)))[0].completions[0]
+    assert out.finish_reason == "stop" and out.token_ids == full[:k] and out.num_tokens == k + 1
+    assert out.text == engine.tokenizer.decode(full[:k], skip_special_tokens=True)
+
+
+def test_sampling_params_validation():
+    with pytest.raises(ValueError):
+        SamplingParams(n=0)
+    with pytest.raises(ValueError):
+        SamplingParams(top_p=0)
+    assert SamplingParams(stop="</chunk>").stop == ("</chunk>",)
+    assert truncate_at_stop("a</chunk>b<x>", ["<x>", "</chunk>"]) == ("a", True)
+    assert truncate_at_stop("abc", ["z"]) == ("abc", False)
+
+
+def test_stats_count_tokens(engine):
+    before = engine.stats.completion_tokens
+    engine.generate(["a", "b"], SamplingParams(n=2, temperature=0, max_tokens=3, ignore_eos=True))
+    assert engine.stats.completion_tokens - before == 12
