@@ -38,7 +38,7 @@ def make_prompts(tok, count: int, approx_tokens: int, seed: int = 0) -> list[str
     import random
 
     rng = random.Random(seed)
-    words = "start with add then subtract the number total result step check value so we get".split()
+    words = ["start", "with", "add", "then", "subtract", "the", "number", "total", "result", "step", "check", "value", "so", "we", "get"]
     out = []
     for _ in range(count):
         text = ""

@@ -28,7 +28,7 @@ examples:
   stepjudge eval processbench --score my_predictions.jsonl     # lines: {"id": "gsm8k-12", "prediction": 3}
 """
 
-KEYS = {"judge": "judge", "protocol": "protocol", "subsets": "subsets", "limit": "limit", "votes": "votes",
+KEYS = {"judge": "judge", "protocol": "protocol", "subsets": "subsets", "limit": "limit", "balanced": "balanced", "votes": "votes",
         "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed",
         "batch_size": "batch_size", "source": "source", "out": "out", "unparsed_as": "unparsed_as",
         **ENGINE_KEYS}
@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--protocol", choices=["critic", "stepwise", "prm"], help="how the judge is asked (default stepwise)")
     p.add_argument("--subsets", nargs="+", help="gsm8k math olympiadbench omnimath (default: all four); commas work too")
     p.add_argument("--limit", type=int, help="first N cases of each subset")
+    p.add_argument("--balanced", action="store_true", default=None,
+                   help="with --limit N: first N/2 erroneous and N/2 correct cases per subset")
     p.add_argument("--votes", type=int, help="samples per judgement, majority vote (default 1 = greedy)")
     p.add_argument("--temperature", type=float, help="default 0 (1 vote) or 1.0 (voting)")
     p.add_argument("--top-p", type=float, help="default 1.0 (1 vote) or 0.9 (voting)")
@@ -65,8 +67,8 @@ def register(subparsers) -> None:
 
 
 def run_processbench(args: argparse.Namespace) -> int:
-    from stepjudge.eval.processbench import ProcessBenchEvalConfig, ProcessBenchRun, score_predictions_file
     from stepjudge.eval.metrics import summary_markdown
+    from stepjudge.eval.processbench import ProcessBenchEvalConfig, ProcessBenchRun, score_predictions_file
 
     if args.score:
         print(json.dumps(score_predictions_file(args.score, source=args.source), indent=2))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Union
 
 ChatMessages = list[dict[str, str]]
-Prompt = Union[str, ChatMessages]
+Prompt = Union[str, ChatMessages]  # noqa: UP007 - a runtime alias must work on 3.10
 FinishReason = Literal["stop", "length"]
 
 

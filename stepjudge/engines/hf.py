@@ -82,7 +82,11 @@ class HFEngine(Engine):
     def encode(self, prompt: Prompt) -> list[int]:
         text = self.render(prompt)
         # Chat templates already contain their special tokens.
-        return self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+        ids = self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+        if not ids:  # an empty prompt: start from BOS (or EOS), as OpenAI-style servers do
+            start = self.tokenizer.bos_token_id
+            ids = [start if start is not None else self.tokenizer.eos_token_id]
+        return ids
 
     # ------------------------------------------------------------------ API
     @torch.inference_mode()
@@ -107,7 +111,7 @@ class HFEngine(Engine):
             for b in range(0, len(rows), per_batch):
                 chunk = rows[b:b + per_batch]
                 outs = self._generate_batch([encoded[i] for i, _ in chunk], params, repeat=1)
-                for (i, _), out in zip(chunk, outs):
+                for (i, _), out in zip(chunk, outs, strict=True):
                     collected[i].append(out)
             for i in range(len(prompts)):
                 results[i] = GenerationResult(collected[i], prompt_tokens=len(encoded[i]))

@@ -58,6 +58,8 @@ class ProcessBenchEvalConfig(BaseModel):
     protocol: Protocol = "stepwise"
     subsets: list[str] = Field(default_factory=lambda: ["gsm8k", "math", "olympiadbench", "omnimath"])
     limit: int | None = Field(None, ge=1, description="first N cases of each subset")
+    balanced: bool = Field(False, description="with limit N: the first N/2 erroneous and N/2 correct cases "
+                                              "of each subset (the files list erroneous cases first)")
     source: str | None = Field(None, description="ProcessBench folder or hub id (default: shared data)")
     votes: int = Field(1, ge=1, description="samples per judgement; majority vote when > 1")
     temperature: float | None = Field(None, ge=0, description="default: 0 with 1 vote, 1.0 when voting")
@@ -181,10 +183,18 @@ class ProcessBenchRun:
             return list(self._cases)
         from stepjudge.data.loaders import load_processbench
 
-        return load_processbench(self.config.subsets, source=self.config.source, limit=self.config.limit)
+        cfg = self.config
+        if not (cfg.balanced and cfg.limit):
+            return load_processbench(cfg.subsets, source=cfg.source, limit=cfg.limit)
+        picked: list[ProcessBenchCase] = []
+        for subset in cfg.subsets:
+            cases = load_processbench([subset], source=cfg.source)
+            n_err = (cfg.limit + 1) // 2
+            picked += [c for c in cases if c.label != -1][:n_err]
+            picked += [c for c in cases if c.label == -1][:cfg.limit - n_err]
+        return picked
 
     def run(self) -> dict:
-        cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_or_write_run_json()
         cases = self.load_cases()
@@ -251,7 +261,7 @@ class ProcessBenchRun:
                     live.append(_CaseState(queue.popleft()))
                 prompts = [_prompt_for(s, cfg.protocol) for s in live]
                 results = engine.generate(prompts, params)
-                for state, res in zip(live, results):
+                for state, res in zip(live, results, strict=True):
                     _advance(state, cfg.protocol, res.texts, sum(c.num_tokens for c in res.completions),
                              cfg.unparsed_as)
                     if state.done:

@@ -84,7 +84,7 @@ class JsonlAppender:
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict] = self._recover()
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def _recover(self) -> list[dict]:
         if not self.path.exists():
