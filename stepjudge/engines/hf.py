@@ -3,7 +3,9 @@
 Why not ``model.generate(num_return_sequences=n)``? It copies each prompt ``n`` times *before*
 the prefill, so a 300-token prompt is encoded 16 times for 16 rollouts. Here each distinct prompt
 is prefilled once (batched, left-padded), its KV cache is replicated ``n`` times
-(``DynamicCache.batch_repeat_interleave``), and decoding runs over the whole batch. Finished rows
+(``batch_repeat_interleave``), and decoding runs over the whole batch. Prompts that extend a prompt
+of an earlier call reuse its KV (:mod:`.prefix_cache`), and the cache is written in place into
+reserved capacity rather than re-concatenated each step (:mod:`.kv`). Finished rows
 are dropped from the batch (``batch_select_indices``) once enough of them are done, so long
 stragglers do not make every finished row pay for more forward passes. Sampling uses transformers'
 own logits warpers and ``StopStringCriteria``; per-token logprobs come from the same logits at no
@@ -25,6 +27,8 @@ from stepjudge.engines.base import (
     SamplingParams,
     truncate_at_stop,
 )
+from stepjudge.engines.kv import GrowableCache
+from stepjudge.engines.prefix_cache import PrefixCache
 
 
 class HFEngine(Engine):
@@ -37,11 +41,13 @@ class HFEngine(Engine):
         share_prefix: prefill each prompt once for its ``n`` samples (turn off only to benchmark).
         num_threads: torch intra-op threads (process-wide); None leaves torch's default.
         compact_ratio: drop finished rows from the batch when at most this share is still running.
+        prefix_cache_tokens: prompt tokens whose KV is kept to skip re-encoding shared prefixes in later
+            calls (0 turns it off); see :mod:`stepjudge.engines.prefix_cache`.
     """
 
     def __init__(self, model, tokenizer=None, *, dtype: str = "float32", device: str = "cpu",
                  max_batch_rows: int = 64, share_prefix: bool = True, num_threads: int | None = None,
-                 compact_ratio: float = 0.75):
+                 compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384):
         super().__init__()
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -62,6 +68,7 @@ class HFEngine(Engine):
         self.share_prefix = share_prefix
         self.compact_ratio = compact_ratio
         self._eos_ids = self._collect_eos_ids()
+        self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         self._stop_criteria: dict[tuple[str, ...], object] = {}
 
     # ------------------------------------------------------------------ prompts
@@ -144,25 +151,58 @@ class HFEngine(Engine):
         probs = scores.softmax(dim=-1)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
+    def _prefill(self, prompt_ids: list[list[int]], max_new_tokens: int = 0):
+        """Encode a batch of prompts, reusing cached prefixes; returns cache, mask, positions, logits.
+
+        Layout of row r (P = longest reused prefix, S = longest new part):
+        ``[pad | reused prefix p_r | pad | new tokens s_r]`` with the attention mask 0 on the pads. The
+        model takes holes in the mask; ``position_ids`` keep every row's real tokens contiguous, so the
+        reused keys (encoded at positions 0..p_r-1) line up with the new ones.
+        """
+        dev = self.device
+        pad = self.tokenizer.pad_token_id
+        hits = [self.prefix_cache.lookup(ids) if self.prefix_cache else (0, None) for ids in prompt_ids]
+        B = len(prompt_ids)
+        P = max(h[0] for h in hits)
+        S = max(len(ids) - h[0] for ids, h in zip(prompt_ids, hits, strict=True))
+        input_ids = torch.full((B, S), pad, dtype=torch.long)
+        attn = torch.zeros((B, P + S), dtype=torch.long)
+        pos = torch.zeros((B, S), dtype=torch.long)
+        for r, (ids, (p, _)) in enumerate(zip(prompt_ids, hits, strict=True)):
+            new = ids[p:]
+            input_ids[r, S - len(new):] = torch.tensor(new)
+            attn[r, P - p:P] = 1
+            attn[r, P + S - len(new):] = 1
+            pos[r, S - len(new):] = torch.arange(p, len(ids))
+        input_ids, attn, pos = input_ids.to(dev), attn.to(dev), pos.to(dev)
+        cache = GrowableCache(self.model.config, reserve=P + S + max_new_tokens)
+        if P > 0:
+            for layer, (k0, _v0) in enumerate(next(h[1] for h in hits if h[1] is not None)):
+                k = torch.zeros((B, k0.shape[0], P, k0.shape[2]), dtype=k0.dtype, device=dev)
+                v = torch.zeros_like(k)
+                for r, (p, kv) in enumerate(hits):
+                    if p:
+                        k[r, :, P - p:] = kv[layer][0]
+                        v[r, :, P - p:] = kv[layer][1]
+                cache.update(k, v, layer)
+        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        if self.prefix_cache is not None:
+            for r, ids in enumerate(prompt_ids):
+                cols = attn[r].nonzero().flatten()
+                self.prefix_cache.store(ids, [(lay.keys[r].index_select(1, cols), lay.values[r].index_select(1, cols))
+                                              for lay in cache.layers])
+        # Decoding continues from each row's last real position.
+        position_ids = torch.zeros_like(attn)
+        position_ids[:, -1] = pos[:, -1]
+        return cache, attn, position_ids, out.logits[:, -1, :].float()
+
     def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
                         repeat: int) -> list[Completion]:
         """Prefill ``prompt_ids`` once, decode ``repeat`` samples of each; rows ordered prompt-major."""
-        from transformers import DynamicCache
 
         dev = self.device
-        pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for r, ids in enumerate(prompt_ids):  # left padding: the last column is every row's last token
-            input_ids[r, width - len(ids):] = torch.tensor(ids)
-            attn[r, width - len(ids):] = 1
-        input_ids, attn = input_ids.to(dev), attn.to(dev)
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
+        cache, attn, position_ids, logits = self._prefill(prompt_ids, params.max_tokens)
         if repeat > 1:
             cache.batch_repeat_interleave(repeat)
             logits = logits.repeat_interleave(repeat, dim=0)

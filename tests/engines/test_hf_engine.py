@@ -105,3 +105,32 @@ def test_stats_count_tokens(engine):
     before = engine.stats.completion_tokens
     engine.generate(["a", "b"], SamplingParams(n=2, temperature=0, max_tokens=3, ignore_eos=True))
     assert engine.stats.completion_tokens - before == 12
+
+
+def test_prefix_cache_reuses_kv_and_gives_the_same_outputs():
+    base = HFEngine("tiny-random", prefix_cache_tokens=0)
+    cached = HFEngine(base.model, base.tokenizer, prefix_cache_tokens=4096)
+    history = "Start with 4. Add 3 to get 7. Then add 5 to get 12. Subtract 2 to get 10. " * 3
+    first = [history + "Step A.", "Unrelated short prompt"]
+    second = [history + "Step A. Step B, which is longer.", history + "Other tail", "Unrelated short prompt!"]
+    p = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    for prompts in (first, second):
+        assert [r.completions[0].token_ids for r in cached.generate(prompts, p)] == \
+               [r.completions[0].token_ids for r in base.generate(prompts, p)]
+    pc = cached.prefix_cache
+    assert pc.hits >= 2 and pc.reused_tokens > len(cached.tokenizer(history).input_ids)
+    # n samples on top of a reused prefix still match prefix-free copies (greedy).
+    g = SamplingParams(n=2, temperature=0, max_tokens=5, ignore_eos=True)
+    assert cached.generate([history + "Step C."], g)[0].texts == base.generate([history + "Step C."], g)[0].texts
+
+
+def test_prefix_cache_lru_bound():
+    from stepjudge.engines.prefix_cache import PrefixCache
+
+    pc = PrefixCache(max_tokens=10, min_match=2)
+    kv = [(torch.zeros(1, 6, 2), torch.zeros(1, 6, 2))]
+    pc.store([1, 2, 3, 4, 5, 6], kv)
+    assert pc.lookup([1, 2, 3, 9])[0] == 3
+    assert pc.lookup([1, 2, 3, 4, 5, 6])[0] == 5  # one token is always left to encode
+    pc.store([7, 8, 9, 10, 11, 12], kv)  # over budget: the older entry goes
+    assert len(pc) == 1 and pc.tokens == 6 and pc.lookup([1, 2, 3, 9])[0] == 0
