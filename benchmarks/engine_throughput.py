@@ -91,18 +91,22 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
 
+    external = os.getloadavg()[0]  # before we add our own threads to the machine
     torch.set_num_threads(args.threads)
     from stepjudge.engines.hf import HFEngine
     from stepjudge.models import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype)
-    engine = HFEngine(model, tok, max_batch_rows=64)
-    naive_engine = HFEngine(model, tok, max_batch_rows=64, share_prefix=False)
+    engine = HFEngine(model, tok, max_batch_rows=64, prefix_cache_tokens=0)  # measure batching alone
+    naive_engine = HFEngine(model, tok, max_batch_rows=64, share_prefix=False, prefix_cache_tokens=0)
     n_params = sum(p.numel() for p in model.parameters())
     peak = matmul_peak_gflops(args.threads)
     print(f"model={args.model} params={n_params / 1e6:.1f}M dtype={args.dtype} threads={args.threads} "
-          f"matmul peak={peak:.1f} GFLOP/s ({load()})")
-    results: dict = {"threads": args.threads, "dtype": args.dtype, "peak_gflops": peak, "rows": []}
+          f"matmul peak={peak:.1f} GFLOP/s")
+    print(f"machine load before the run: {external:.2f} (load1 below includes this benchmark's {args.threads} "
+          "thread(s); figures taken with external load near or above the core count are unreliable)")
+    results: dict = {"threads": args.threads, "dtype": args.dtype, "peak_gflops": peak, "load_before": external,
+                     "rows": []}
 
     def report(name: str, tokens: int, secs: float, base_tps: float | None, base_name: str = "") -> float:
         tps = tokens / secs

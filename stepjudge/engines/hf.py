@@ -139,17 +139,27 @@ class HFEngine(Engine):
         return self._stop_criteria[stop]
 
     def _sample(self, logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None):
+        """Greedy, or temperature + nucleus sampling by inverse CDF.
+
+        ``torch.multinomial`` draws one exponential variate per vocabulary entry (49k per row here),
+        which profiled at ~8% of a batch-64 decode step; one uniform per row and a ``searchsorted``
+        over the CDF gives the same distribution for a fraction of the cost.
+        """
         if params.greedy:
             return logits.argmax(dim=-1)
-        scores = logits / params.temperature
+        probs = (logits / params.temperature).softmax(dim=-1)
         if params.top_p < 1.0:
-            sorted_logits, sorted_idx = torch.sort(scores, descending=True, dim=-1)
-            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-            remove = cum - sorted_logits.softmax(dim=-1) >= params.top_p  # keep the token that crosses top_p
-            sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-            scores = torch.full_like(scores, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
-        probs = scores.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            sorted_probs, sorted_idx = torch.sort(probs, descending=True, dim=-1)
+            cdf = sorted_probs.cumsum(dim=-1)
+            # keep the smallest prefix whose mass reaches top_p (the token that crosses it included)
+            sorted_probs = sorted_probs.masked_fill(cdf - sorted_probs >= params.top_p, 0.0)
+            cdf = sorted_probs.cumsum(dim=-1)
+            u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device) * cdf[:, -1:]
+            pick = torch.searchsorted(cdf, u).clamp_(max=probs.shape[-1] - 1)
+            return sorted_idx.gather(-1, pick).squeeze(-1)
+        cdf = probs.cumsum(dim=-1)
+        u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device) * cdf[:, -1:]
+        return torch.searchsorted(cdf, u).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
 
     def _prefill(self, prompt_ids: list[list[int]], max_new_tokens: int = 0):
         """Encode a batch of prompts, reusing cached prefixes; returns cache, mask, positions, logits.

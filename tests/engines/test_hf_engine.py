@@ -134,3 +134,17 @@ def test_prefix_cache_lru_bound():
     assert pc.lookup([1, 2, 3, 4, 5, 6])[0] == 5  # one token is always left to encode
     pc.store([7, 8, 9, 10, 11, 12], kv)  # over budget: the older entry goes
     assert len(pc) == 1 and pc.tokens == 6 and pc.lookup([1, 2, 3, 9])[0] == 0
+
+
+def test_sampler_follows_the_distribution_and_top_p():
+    eng = HFEngine.__new__(HFEngine)  # only the sampler is exercised: no model needed
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    draws = eng._sample(logits, SamplingParams(temperature=1.0), gen)
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015, rtol=0)
+    # top_p=0.7 keeps {0.5, 0.3} (0.5 < 0.7, the token crossing 0.7 is kept), renormalised to 5/8, 3/8
+    draws = eng._sample(logits, SamplingParams(temperature=1.0, top_p=0.7), gen)
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freq, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
+    assert eng._sample(logits[:2], SamplingParams(temperature=0), None).tolist() == [0, 0]
