@@ -38,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from pydantic import ValidationError
+
     try:
         return int(args.func(args) or 0)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+        print(f"stepjudge: error: invalid configuration: {problems}", file=sys.stderr)
+        return 1
     except StepJudgeError as e:
         print(f"stepjudge: error: {e}", file=sys.stderr)
         return 1
