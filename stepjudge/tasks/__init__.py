@@ -1,0 +1,1 @@
+"""Synthetic tasks with exact step-level truth (``arith``)."""
