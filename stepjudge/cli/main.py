@@ -10,7 +10,8 @@ import sys
 from stepjudge import __version__
 from stepjudge.errors import StepJudgeError
 
-VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.serve", "stepjudge.cli.models")
+VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.train", "stepjudge.cli.serve",
+                "stepjudge.cli.models")
 
 
 def build_parser() -> argparse.ArgumentParser:

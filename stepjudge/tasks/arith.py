@@ -112,7 +112,8 @@ def check_steps(problem: Problem, chunks: Sequence[str]) -> StepTruth:
     A chunk with an equation ``x op y = z`` must carry on from the correct running value with the next
     operation of the problem and compute it correctly; a chunk with no equation is neutral (it computes
     nothing, as StepWiser's judge rules allow). A solution whose chunks are all right but that stops
-    before the last operation is wrong at its last chunk ("incomplete").
+    before the last operation has no wrong chunk (``first_error == -1``, reason "incomplete"): its
+    mistake is the missing work, which no chunk label can point at.
     """
     ops, values = problem.meta["ops"], problem.meta["values"]
     k = 0  # operations done so far
@@ -132,6 +133,4 @@ def check_steps(problem: Problem, chunks: Sequence[str]) -> StepTruth:
             if z != _apply(op, x, y):
                 return StepTruth(i, "wrong arithmetic")
             k += 1
-    if k < len(ops):
-        return StepTruth(max(len(chunks) - 1, 0), "incomplete") if chunks else StepTruth(0, "no chunks")
-    return StepTruth(-1, "ok")
+    return StepTruth(-1, "ok" if k == len(ops) else "incomplete")
