@@ -18,7 +18,6 @@ group is done ``annotations.jsonl`` (one line per solution, in problem order), `
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +32,8 @@ from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.errors import RunFolderError
 from stepjudge.tasks.arith import ArithConfig
-from stepjudge.utils.io import JsonlAppender, atomic_write_json, write_jsonl_atomic
+from stepjudge.utils.io import JsonlAppender, write_jsonl_atomic
+from stepjudge.utils.runfolder import check_or_write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -244,18 +244,7 @@ class AnnotationRun:
         return [list(problems[i:i + g]) for i in range(0, len(problems), g)]
 
     def _check_run_json(self) -> None:
-        path = self.out / "run.json"
-        mine = self.config.model_dump(mode="json")
-        if path.exists():
-            theirs = json.loads(path.read_text()).get("config", {})
-            diff = [k for k in _RESUME_KEYS if theirs.get(k) != mine.get(k)]
-            if diff:
-                raise RunFolderError(f"{self.out} holds an annotation run with different settings ({', '.join(diff)}); "
-                                     "use another --out or delete the folder")
-        else:
-            from stepjudge import __version__
-
-            atomic_write_json(path, {"task": "annotate", "stepjudge_version": __version__, "config": mine})
+        check_or_write_run_json(self.out, "annotate", self.config.model_dump(mode="json"), _RESUME_KEYS)
 
     def run(self) -> dict | None:
         """Process the missing groups of this process's shards; merge and report when all are done."""

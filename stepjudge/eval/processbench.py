@@ -19,7 +19,6 @@ Ctrl-C loses at most the cases in flight and never duplicates one.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -33,12 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepjudge.data.records import ProcessBenchCase
 from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig, make_engine
-from stepjudge.errors import RunFolderError
 from stepjudge.eval.metrics import processbench_summary, summary_markdown
 from stepjudge.grading.extract import extract_int_boxed, extract_verdict
 from stepjudge.judge.prompts import critic_messages, prm_messages, stepwise_judge_messages
 from stepjudge.judge.verdicts import majority_index, majority_verdict, parse_prm_verdict
 from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
+from stepjudge.utils.runfolder import check_or_write_run_json
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +164,7 @@ class ProcessBenchRun:
 
     # -- folder bookkeeping
     def _check_or_write_run_json(self) -> None:
-        path = self.out / "run.json"
-        mine = self.config.model_dump(mode="json")
-        if path.exists():
-            theirs = json.loads(path.read_text()).get("config", {})
-            diff = {k: (theirs.get(k), mine.get(k)) for k in _RESUME_KEYS if theirs.get(k) != mine.get(k)}
-            if diff:
-                details = ", ".join(f"{k}: {a!r} in the folder vs {b!r} now" for k, (a, b) in diff.items())
-                raise RunFolderError(f"{self.out} holds a run with different settings ({details}); "
-                                     "use another --out or delete the folder")
-        from stepjudge import __version__
-
-        atomic_write_json(path, {"task": "processbench", "stepjudge_version": __version__, "config": mine})
+        check_or_write_run_json(self.out, "processbench", self.config.model_dump(mode="json"), _RESUME_KEYS)
 
     def load_cases(self) -> list[ProcessBenchCase]:
         if self._cases is not None:
