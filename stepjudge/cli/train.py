@@ -3,6 +3,7 @@
 Targets so far: ``segment`` (SFT a policy to write ``<chunk>`` blocks) and ``segment-data`` (build
 that SFT data with a segmenter LLM). Each target is one ``_register_*`` function plus a handler, so a
 new one (e.g. ``train judge``) is added beside them without touching the others.
+``judge`` (GRPO training of a generative stepwise judge) was added that way.
 """
 
 from __future__ import annotations
@@ -43,10 +44,43 @@ examples:
       --segmenter meta-llama/Llama-3.1-70B-Instruct --solutions correct.jsonl --out sft.jsonl
 """
 
+JUDGE_DESCRIPTION = """\
+RL-train a generative stepwise judge with TRL's GRPO (StepWiser): the judge analyses a new reasoning
+chunk given the problem and earlier chunks, ends with \\boxed{Positive} or \\boxed{Negative}, and earns
+reward 1 when that verdict matches the chunk's Monte-Carlo label (0 otherwise, also when unparseable).
+Defaults follow the paper: lr 1e-6, 4 samples per prompt, clip-higher eps 0.2 / 0.28, no KL, prompts and
+completions up to 3096 tokens. Batch sizes count COMPLETIONS, as in TRL; one rollout serves
+steps_per_generation / gradient_accumulation_steps optimizer updates (the paper: 1024 prompts per
+rollout, 4 updates of 256). The batch plan (prompts per update and per rollout) is logged at start.
+
+Input: JSONL rows {"prompt": [chat messages], "label": "Positive"|"Negative", ...}; prompts longer than
+--max-prompt-length tokens are dropped. --out receives checkpoint-N/ folders, final/ (a safetensors
+model that 'stepjudge eval processbench --judge' and 'stepjudge serve --model' load), train_log.json
+and curves.png (reward, entropy, verdict shares, frac_reward_zero_std, clip ratios, lengths).
+Re-running the same command resumes from the newest checkpoint.
+
+examples:
+  stepjudge train judge --config configs/judge_rl_cpu.yaml --train-data runs/judge-data/train.jsonl \\
+      --out runs/judge-rl-cpu
+  stepjudge train judge --model tiny-random --train-data rows.jsonl --out /tmp/try --max-steps 2 \\
+      --num-generations 2 --per-device-batch-size 4 --max-completion-length 16
+  accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml -m stepjudge.cli.main \\
+      train judge --config configs/judge_rl_gpu_qwen7b.yaml --train-data train.jsonl --out runs/j7b
+"""
+
 SEGMENT_KEYS = {k: k for k in (
     "model", "data", "out", "learning_rate", "epochs", "max_steps", "per_device_batch_size",
     "gradient_accumulation_steps", "max_length", "seed", "logging_steps", "save_steps", "save_total_limit",
     "use_cpu", "bf16", "gradient_checkpointing")}
+
+JUDGE_KEYS = {k: k for k in (
+    "model", "train_data", "eval_data", "out", "learning_rate", "num_generations", "per_device_batch_size",
+    "gradient_accumulation_steps", "steps_per_generation", "num_processes", "max_steps", "epochs",
+    "max_prompt_length", "max_completion_length", "temperature", "top_p", "epsilon", "epsilon_high", "beta",
+    "loss_type", "scale_rewards", "seed", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
+    "per_device_eval_batch_size", "use_vllm", "vllm_mode", "vllm_server_base_url",
+    "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "bf16", "gradient_checkpointing", "use_cpu",
+    "reward", "log_completions")}
 
 SEGMENT_DATA_KEYS = {**{k: k for k in ("solutions", "segmenter", "out", "tries", "temperature", "max_tokens",
                                        "seed", "batch_size", "limit")}, **ENGINE_KEYS}
@@ -58,6 +92,7 @@ def register(subparsers) -> None:
     sub = p_train.add_subparsers(dest="train_target", metavar="<target>")
     _register_segment(sub)
     _register_segment_data(sub)
+    _register_judge(sub)
     p_train.set_defaults(func=lambda a: p_train.print_help() or 2)
 
 
@@ -106,6 +141,69 @@ def _register_segment_data(sub) -> None:
     p.set_defaults(func=run_segment_data)
 
 
+def _register_judge(sub) -> None:
+    p = sub.add_parser("judge", help="RL-train a generative stepwise judge (GRPO, verdict reward)",
+                       description=JUDGE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    p.add_argument("--model", help="judge to train: smollm2-135m (default), a checkpoint dir, a hub id")
+    p.add_argument("--train-data", help='JSONL rows {"prompt": [messages], "label": "Positive"|"Negative"}')
+    p.add_argument("--eval-data", help="held-out rows in the same format (eval reward = verdict accuracy)")
+    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json, curves.png)")
+    g = p.add_argument_group("algorithm")
+    g.add_argument("--learning-rate", type=float, help="default 1e-6 (paper)")
+    g.add_argument("--num-generations", type=int, help="samples per prompt (default 4, paper)")
+    g.add_argument("--temperature", type=float, help="rollout sampling temperature (default 1.0)")
+    g.add_argument("--top-p", type=float, help="rollout nucleus sampling (default 1.0)")
+    g.add_argument("--epsilon", type=float, help="lower clip bound eps_low (default 0.2)")
+    g.add_argument("--epsilon-high", type=float, help="upper clip bound, clip-higher (default 0.28)")
+    g.add_argument("--beta", type=float, help="KL coefficient (default 0: no reference model)")
+    g.add_argument("--loss-type", choices=["dapo", "grpo", "dr_grpo", "bnpo"],
+                   help="token aggregation of the loss (default dapo = verl's token-mean)")
+    g.add_argument("--scale-rewards", choices=["group", "batch", "none"],
+                   help="divide advantages by the group (default), batch or no std")
+    g.add_argument("--reward", choices=["verdict", "verdict+format"],
+                   help="verdict (default) | verdict+format: add the no-CoT ablation's -1 format penalty")
+    g = p.add_argument_group("batch and schedule (batch sizes count completions)")
+    g.add_argument("--per-device-batch-size", type=int,
+                   help="completions per device per micro-step (default 8)")
+    g.add_argument("--gradient-accumulation-steps", type=int,
+                   help="micro-steps per optimizer update (default 1)")
+    g.add_argument("--steps-per-generation", type=int,
+                   help="micro-steps served by one rollout (default: = accumulation, 1 update per rollout)")
+    g.add_argument("--num-processes", type=int,
+                   help="GPUs the batch arithmetic assumes (warned if different)")
+    g.add_argument("--max-steps", type=int, help="optimizer updates; overrides --epochs (default -1: off)")
+    g.add_argument("--epochs", type=float, help="passes over the prompts (default 1)")
+    g.add_argument("--max-prompt-length", type=int, help="longer prompts are dropped (default 3096)")
+    g.add_argument("--max-completion-length", type=int, help="judge output tokens (default 3096)")
+    g.add_argument("--seed", type=int, help="default 0")
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--logging-steps", type=int, help="log every N updates (default 1)")
+    g.add_argument("--save-steps", type=int,
+                   help="checkpoint every N updates (default 50; always at the end)")
+    g.add_argument("--save-total-limit", type=int, help="checkpoints kept (default 2)")
+    g.add_argument("--eval-steps", type=int, help="evaluate every N updates (default: --save-steps)")
+    g.add_argument("--per-device-eval-batch-size", type=int,
+                   help="eval completions per device (default: train size rounded up to whole groups)")
+    g.add_argument("--log-completions", action=argparse.BooleanOptionalAction, default=None,
+                   help="print sample completions with their rewards at each log")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--use-cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on CPU (default: yes when no CUDA GPU is visible)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 mixed precision (default: on for a bf16-capable GPU, off on CPU)")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations to save memory (default off)")
+    g.add_argument("--use-vllm", action=argparse.BooleanOptionalAction, default=None,
+                   help="generate rollouts with vLLM (GPU; default off)")
+    g.add_argument("--vllm-mode", choices=["colocate", "server"],
+                   help="colocate (default): vLLM in each training process; server: a `trl vllm-serve`")
+    g.add_argument("--vllm-server-base-url", help="server mode: e.g. http://gen-node:8000")
+    g.add_argument("--vllm-gpu-memory-utilization", type=float, help="colocate: vLLM's GPU share (0.3)")
+    g.add_argument("--vllm-tensor-parallel-size", type=int, help="colocate: GPUs per vLLM engine (1)")
+    p.set_defaults(func=run_judge)
+
+
 def run_segment(args: argparse.Namespace) -> int:
     from stepjudge.train.segment import SegmentSFTConfig, train_segment
 
@@ -123,4 +221,15 @@ def run_segment_data(args: argparse.Namespace) -> int:
     config = SegmentDataConfig(**merge_flags(base, args, SEGMENT_DATA_KEYS))
     stats = segment_solutions_file(config)
     print(json.dumps(stats, indent=2))
+    return 0
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    from stepjudge.train.judge import JudgeRLConfig, train_judge
+
+    base = load_yaml(args.config) if args.config else {}
+    config = JudgeRLConfig(**merge_flags(base, args, JUDGE_KEYS))
+    final = train_judge(config)
+    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}\n"
+          f"curves: {final.parent / 'curves.png'}")
     return 0

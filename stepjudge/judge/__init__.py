@@ -17,3 +17,11 @@ __all__ = [
     "prm_messages",
     "stepwise_judge_messages",
 ]
+
+
+def __getattr__(name: str):  # the dataset builder pulls in pydantic/transformers: import it on use
+    from stepjudge.judge import dataset
+
+    if name in dataset.__all__ if hasattr(dataset, "__all__") else hasattr(dataset, name):
+        return getattr(dataset, name)
+    raise AttributeError(name)

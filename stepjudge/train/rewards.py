@@ -1,0 +1,93 @@
+"""Rewards for RL-training a stepwise judge, with TRL's reward-function signature.
+
+TRL's :class:`~trl.GRPOTrainer` calls each reward function with keyword arguments ``prompts``,
+``completions``, ``completion_ids``, ``trainer_state``, ``log_extra``, ``log_metric`` and every
+dataset column except ``prompt`` (here ``label``, ``problem_id``, ``chunk_index``, ...), and wants one
+float per completion. Both functions below accept and ignore what they do not use, so they work with
+any dataset that has a ``label`` column, and with plain-text or conversational completions.
+
+* :func:`verdict_reward`: StepWiser's judge reward (§3.3): 1 when the last boxed verdict equals the
+  chunk's label, else 0. An output with no parseable verdict earns 0, the same as a wrong verdict:
+  the paper does not say (§1(g) of our spec), and anything higher would pay the judge for dodging.
+* :func:`format_penalty_reward`: the no-CoT ablation's extra term (App. A.4): -1 unless the whole
+  output is one boxed verdict, so the judge cannot smuggle reasoning into a "verdict only" answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stepjudge.grading.extract import extract_verdict
+
+__all__ = ["canonical_label", "completion_text", "format_penalty_reward", "verdict_reward"]
+
+_VERDICTS = {"positive": "Positive", "negative": "Negative"}
+# The whole output is one box holding a verdict, optionally as \text{...}; whitespace anywhere around.
+_VERDICT_ONLY_RE = re.compile(
+    r"\s*\\boxed\s*\{\s*(?:positive|negative|\\text\s*\{\s*(?:positive|negative)\s*\})\s*\}\s*",
+    re.IGNORECASE,
+)
+
+
+def completion_text(completion: str | Sequence[dict[str, Any]]) -> str:
+    """The text a judge wrote: a plain string, or the assistant content of a conversational completion.
+
+    TRL hands conversational completions as ``[{"role": "assistant", "content": ...}]``; the content may
+    also be a list of ``{"type": "text", "text": ...}`` blocks (multimodal processors).
+    """
+    if isinstance(completion, str):
+        return completion
+    parts: list[str] = []
+    for message in completion:
+        if message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content") or ""
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(block.get("text", "") for block in content if isinstance(block, dict))
+    return "".join(parts)
+
+
+def canonical_label(label: Any) -> str:
+    """``Positive``/``Negative`` whatever the case; anything else is a data bug worth stopping for."""
+    value = _VERDICTS.get(str(label).strip().lower()) if isinstance(label, str) else None
+    if value is None:
+        raise ValueError(f"judge labels must be 'Positive' or 'Negative', got {label!r}")
+    return value
+
+
+def verdict_reward(prompts: Sequence[Any], completions: Sequence[Any], label: Sequence[str],
+                   log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
+    """1.0 when the completion's last boxed verdict equals ``label``, else 0.0 (unparseable -> 0.0).
+
+    With TRL's ``log_metric`` it also logs, per batch, the share of Positive / Negative / unparsed
+    verdicts and the accuracy on each label class: a judge drifting to one verdict (the "optimistic"
+    failure of unbalanced training) shows up there long before it shows in the mean reward.
+    """
+    if len(completions) != len(label):
+        raise ValueError(f"{len(completions)} completions but {len(label)} labels")
+    verdicts = [extract_verdict(completion_text(c)) for c in completions]
+    labels = [canonical_label(y) for y in label]
+    rewards = [1.0 if v == y else 0.0 for v, y in zip(verdicts, labels, strict=True)]
+    if log_metric is not None and verdicts:
+        n = len(verdicts)
+        log_metric("verdict/positive_share", verdicts.count("Positive") / n)
+        log_metric("verdict/negative_share", verdicts.count("Negative") / n)
+        log_metric("verdict/unparsed_share", verdicts.count(None) / n)
+        for cls in ("Positive", "Negative"):  # only classes present in this batch, so no 0/0
+            hits = [r for r, y in zip(rewards, labels, strict=True) if y == cls]
+            if hits:
+                log_metric(f"verdict/accuracy_{cls.lower()}", sum(hits) / len(hits))
+    return rewards
+
+
+def format_penalty_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """-1.0 unless the output is exactly one boxed verdict (``\\boxed{Positive}``, spaces allowed), else 0.0.
+
+    Case and a ``\\text{}`` wrapper are accepted because :func:`extract_verdict` accepts them: the
+    penalty is about *extra text*, not about a spelling the verdict reward already credits.
+    """
+    return [0.0 if _VERDICT_ONLY_RE.fullmatch(completion_text(c)) else -1.0 for c in completions]
