@@ -1,4 +1,7 @@
-"""Judge prompts and verdict aggregation shared by evaluation, training and inference."""
+"""Judge prompts and verdict aggregation shared by evaluation, training and inference.
+
+Judge training data (from annotations) lives in :mod:`stepjudge.judge.dataset`.
+"""
 
 from stepjudge.judge.prompts import (
     PROCESSBENCH_CRITIC_TEMPLATE,
@@ -18,10 +21,3 @@ __all__ = [
     "stepwise_judge_messages",
 ]
 
-
-def __getattr__(name: str):  # the dataset builder pulls in pydantic/transformers: import it on use
-    from stepjudge.judge import dataset
-
-    if name in dataset.__all__ if hasattr(dataset, "__all__") else hasattr(dataset, name):
-        return getattr(dataset, name)
-    raise AttributeError(name)
