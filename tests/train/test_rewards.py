@@ -34,9 +34,10 @@ def test_conversational_completions_and_content_blocks():
              [{"role": "assistant", "content": [{"type": "text", "text": "ok "},
                                                 {"type": "text", "text": "\\boxed{Positive}"}]}],
              [{"role": "assistant", "content": "no verdict"}]]
-    assert verdict_reward(prompts=[[]] * 3, completions=convo, label=["Negative", "Positive", "Negative"]) == [
-        1.0, 1.0, 0.0]
-    assert completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
+    labels = ["Negative", "Positive", "Negative"]
+    assert verdict_reward(prompts=[[]] * 3, completions=convo, label=labels) == [1.0, 1.0, 0.0]
+    two_turns = [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert completion_text(two_turns) == "ab"
 
 
 def test_trl_keyword_arguments_are_accepted_and_bad_labels_refused():
@@ -52,7 +53,8 @@ def test_trl_keyword_arguments_are_accepted_and_bad_labels_refused():
 
 def test_verdict_shares_and_class_accuracy_go_to_log_metric():
     logged: dict[str, float] = {}
-    completions = ["\\boxed{Positive}", "\\boxed{Positive}", "\\boxed{Negative}", "nothing", "\\boxed{Negative}"]
+    completions = ["\\boxed{Positive}", "\\boxed{Positive}", "\\boxed{Negative}", "nothing",
+                   "\\boxed{Negative}"]
     labels = ["Positive", "Negative", "Negative", "Negative", "Positive"]
     rewards = verdict_reward(prompts=["p"] * 5, completions=completions, label=labels,
                              log_metric=lambda name, value: logged.__setitem__(name, value))
