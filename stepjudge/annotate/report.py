@@ -69,6 +69,9 @@ def plot_q_trajectories(records: Sequence[dict], path: Path, max_lines: int = 20
         ys = [r["q_init"], *r["q"]]
         ax.plot(range(len(ys)), ys, color="tab:green" if r["correct"] else "tab:red", alpha=0.35, lw=1,
                 marker="o", ms=2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("chunks completed (0 = bare problem)")
     ax.set_ylabel("Q̂ (rollout success rate)")
     ax.set_ylim(-0.03, 1.03)
