@@ -4,6 +4,7 @@ Targets so far: ``segment`` (SFT a policy to write ``<chunk>`` blocks) and ``seg
 that SFT data with a segmenter LLM). Each target is one ``_register_*`` function plus a handler, so a
 new one (e.g. ``train judge``) is added beside them without touching the others.
 ``judge`` (GRPO training of a generative stepwise judge) was added that way.
+``disc-sft`` (SFT of the discriminative "+"/"-" judge baseline) too.
 """
 
 from __future__ import annotations
@@ -68,6 +69,32 @@ examples:
       train judge --config configs/judge_rl_gpu_qwen7b.yaml --train-data train.jsonl --out runs/j7b
 """
 
+DISC_SFT_DESCRIPTION = """\
+SFT the discriminative judge baseline (StepWiser App. A.1): a PRM that answers "+" (chunk is fine) or
+"-" (chunk has a mistake) after every chunk of a solution. Each input row is one solution as a
+multi-turn chat -- user turn = chunk (the first with the problem), assistant turn = its "+"/"-" label
+-- as built by stepjudge.judge.dataset.build_judge_datasets with format: discriminative (its
+train.jsonl). TRL's SFTTrainer trains with
+assistant_only_loss, so only the "+"/"-" tokens and the end-of-turn carry loss; chat templates without
+{% generation %} markers (SmolLM2) are patched for training, and final/ keeps the original template.
+Defaults follow the paper: lr 1e-5, global batch 32 (4 per device x 8 accumulation).
+
+Input: JSONL rows {"messages": [{"role": "user", ...}, {"role": "assistant", "content": "+"}, ...]}.
+--out receives checkpoint-N/ folders, final/ (a safetensors model any stepjudge command loads) and
+train_log.json. Re-running the same command resumes from the newest checkpoint. Score it with
+stepjudge.eval.judge_heldout.evaluate_judge_rows(..., protocol="discriminative").
+
+examples:
+  stepjudge train disc-sft --train-data runs/judge-data-disc/train.jsonl --out runs/disc-sft
+  stepjudge train disc-sft --model tiny-random --train-data disc.jsonl --out /tmp/try --max-steps 2 \\
+      --per-device-batch-size 2 --gradient-accumulation-steps 1 --max-length 512
+"""
+
+DISC_SFT_KEYS = {k: k for k in (
+    "model", "train_data", "out", "learning_rate", "epochs", "max_steps", "per_device_batch_size",
+    "gradient_accumulation_steps", "max_length", "seed", "logging_steps", "save_steps", "save_total_limit",
+    "use_cpu", "bf16", "gradient_checkpointing")}
+
 SEGMENT_KEYS = {k: k for k in (
     "model", "data", "out", "learning_rate", "epochs", "max_steps", "per_device_batch_size",
     "gradient_accumulation_steps", "max_length", "seed", "logging_steps", "save_steps", "save_total_limit",
@@ -93,6 +120,7 @@ def register(subparsers) -> None:
     _register_segment(sub)
     _register_segment_data(sub)
     _register_judge(sub)
+    _register_disc_sft(sub)
     p_train.set_defaults(func=lambda a: p_train.print_help() or 2)
 
 
@@ -232,4 +260,40 @@ def run_judge(args: argparse.Namespace) -> int:
     final = train_judge(config)
     print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}\n"
           f"curves: {final.parent / 'curves.png'}")
+    return 0
+
+
+def _register_disc_sft(sub) -> None:
+    p = sub.add_parser("disc-sft", help='SFT a discriminative "+"/"-" stepwise judge (baseline)',
+                       description=DISC_SFT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    p.add_argument("--model", help="judge to train: smollm2-135m (default), a checkpoint dir, a hub id")
+    p.add_argument("--train-data", help='JSONL rows {"messages": [...]} with "+"/"-" assistant turns')
+    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
+    p.add_argument("--learning-rate", type=float, help="default 1e-5 (paper)")
+    p.add_argument("--epochs", type=float, help="passes over the data (default 1)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs (default -1: off)")
+    p.add_argument("--per-device-batch-size", type=int, help="conversations per forward pass (default 4)")
+    p.add_argument("--gradient-accumulation-steps", type=int, help="default 8 (global batch 32 as the paper)")
+    p.add_argument("--max-length", type=int, help="tokens per conversation, longer ones cut (default 2048)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--logging-steps", type=int, help="log every N steps (default 1)")
+    p.add_argument("--save-steps", type=int, help="checkpoint every N steps (default 50; always at the end)")
+    p.add_argument("--save-total-limit", type=int, help="checkpoints kept (default 2)")
+    p.add_argument("--use-cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on CPU (default: yes when no CUDA GPU is visible)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 mixed precision (default: on for a bf16-capable GPU, off on CPU)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute activations to save memory (default off)")
+    p.set_defaults(func=run_disc_sft)
+
+
+def run_disc_sft(args: argparse.Namespace) -> int:
+    from stepjudge.train.disc_sft import DiscSFTConfig, train_disc_sft
+
+    base = load_yaml(args.config) if args.config else {}
+    config = DiscSFTConfig(**merge_flags(base, args, DISC_SFT_KEYS))
+    final = train_disc_sft(config)
+    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
     return 0

@@ -1,0 +1,99 @@
+"""Held-out judge scoring: exact metric values, first-error F1, and both protocols on a tiny model."""
+
+import pytest
+import torch
+
+from stepjudge.eval.judge_heldout import (
+    evaluate_judge_rows,
+    first_error_f1,
+    first_error_from_verdicts,
+    judge_metrics,
+    predicted_first_errors,
+)
+from stepjudge.judge.dataset import chunk_examples, to_discriminative_sft_rows, to_grpo_rows
+
+torch.set_num_threads(1)
+P, N = "Positive", "Negative"
+
+
+def _rec(pid, chunks, labels, truth):
+    return {"problem_id": pid, "problem": f"What is {pid}?", "sample_index": 0, "status": "annotated",
+            "chunks": chunks, "labels": {"rel-effective": labels}, "truth": {"first_error": truth}}
+
+
+RECORDS = [_rec("p0", ["1+1=2.", "2+2=5."], [1, 0], 1), _rec("p1", ["3*3=9.", "9-1=8."], [1, 1], -1)]
+
+
+def test_judge_metrics_exact_values():
+    m = judge_metrics([P, P, P, N, N], [P, N, P, N, None], unparsed_as=P)
+    assert (m["n"], m["n_positive"], m["n_negative"]) == (5, 3, 2)
+    assert m["acc_positive"] == pytest.approx(200 / 3) and m["acc_negative"] == 50.0
+    assert m["balanced_f1"] == pytest.approx(2 * (200 / 3) * 50 / (200 / 3 + 50))
+    assert m["accuracy"] == 60.0 and m["unparsed_fraction"] == 0.2
+    assert m["predicted_positive_fraction"] == 0.6
+    # the same unparsed verdict counted as Negative fixes the negative case
+    m2 = judge_metrics(["+", "+", "+", "-", "-"], [P, N, P, N, None], unparsed_as=N)
+    assert m2["acc_negative"] == 100.0 and m2["balanced_f1"] == pytest.approx(80.0)
+    one_class = judge_metrics([1, 1], [P, N])
+    assert one_class["acc_negative"] is None and one_class["balanced_f1"] is None
+    with pytest.raises(ValueError):
+        judge_metrics([P], [])
+
+
+def test_first_error_f1_exact_values():
+    truths = [2, 0, -1, -1, {"truth": {"first_error": 1}}, {"truth_first_error": -1}]
+    preds = [2, 1, -1, 0, None, -1]
+    s = first_error_f1(truths, preds)
+    assert (s["n"], s["n_error"], s["n_correct"]) == (6, 3, 3)
+    assert s["acc_error"] == pytest.approx(100 / 3) and s["acc_correct"] == pytest.approx(200 / 3)
+    assert s["f1"] == pytest.approx(2 * (100 / 3) * (200 / 3) / 100)
+    assert first_error_from_verdicts([P, None, N, N]) == 2
+    assert first_error_from_verdicts([P, None], unparsed_as=N) == 1
+    assert first_error_from_verdicts([P, P]) == -1
+
+
+def test_predicted_first_errors_groups_by_solution():
+    preds = [{"problem_id": "a", "sample_index": 0, "chunk_index": 1, "verdict": N},
+             {"problem_id": "a", "sample_index": 0, "chunk_index": 0, "verdict": P},
+             {"problem_id": "b", "sample_index": 0, "chunk_index": 0, "verdict": P}]
+    assert predicted_first_errors(preds) == {("a", 0): 1, ("b", 0): -1}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from stepjudge.engines.hf import HFEngine
+
+    return HFEngine("tiny-random")
+
+
+def test_generative_protocol_on_tiny_model(engine):
+    rows = to_grpo_rows(chunk_examples(RECORDS))
+    assert len(rows) == 4
+    res = evaluate_judge_rows(engine, rows, votes=2, max_tokens=4, seed=1)
+    assert (res["n"], res["n_positive"], res["n_negative"]) == (4, 3, 1)
+    assert len(res["predictions"]) == 4
+    for p, row in zip(res["predictions"], rows, strict=True):
+        assert p["label"] == row["label"] and p["verdict"] in (P, N) and len(p["raw"]) == 2
+        assert p["chunk_index"] == row["chunk_index"]
+    pos = sum(p["verdict"] == P for p in res["predictions"])
+    assert res["predicted_positive_fraction"] == pos / 4
+    assert res["unparsed_fraction"] == sum(p["unparsed"] for p in res["predictions"]) / 4
+    hits = sum(p["verdict"] == p["label"] for p in res["predictions"])
+    assert res["accuracy"] == 100 * hits / 4
+    fe = predicted_first_errors(res["predictions"])
+    s = first_error_f1(RECORDS, [fe[(r["problem_id"], 0)] for r in RECORDS])
+    assert s["n"] == 2
+
+
+def test_discriminative_protocol_on_tiny_model(engine):
+    rows = to_discriminative_sft_rows(RECORDS)
+    res = evaluate_judge_rows(engine, rows, protocol="discriminative", unparsed_as=N)
+    assert (res["n"], res["n_positive"], res["n_negative"]) == (4, 3, 1)
+    preds = res["predictions"]
+    assert [(p["row"], p["chunk_index"], p["label"]) for p in preds] == [
+        (0, 0, P), (0, 1, N), (1, 0, P), (1, 1, P)]
+    assert all(len(p["raw"]) == 1 for p in preds)
+    for p in preds:  # an unparsed answer is scored as unparsed_as
+        assert p["verdict"] == (N if p["unparsed"] else {"+": P, "-": N}[p["raw"][0].strip()[0]])
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_judge_rows(engine, rows, protocol="other")
