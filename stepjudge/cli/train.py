@@ -121,6 +121,7 @@ def register(subparsers) -> None:
     _register_segment_data(sub)
     _register_judge(sub)
     _register_disc_sft(sub)
+    _register_judge_data(sub)
     p_train.set_defaults(func=lambda a: p_train.print_help() or 2)
 
 
@@ -296,4 +297,54 @@ def run_disc_sft(args: argparse.Namespace) -> int:
     config = DiscSFTConfig(**merge_flags(base, args, DISC_SFT_KEYS))
     final = train_disc_sft(config)
     print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
+    return 0
+
+
+JUDGE_DATA_DESCRIPTION = """\
+Build judge training data from `stepjudge annotate` output: one StepWiser judge prompt per (problem,
+earlier chunks, new chunk), labelled by --scheme, prompts over --max-prompt-tokens dropped, a held-out
+split by problem (no problem in both splits), and the train split down-sampled to 50/50 unless
+--no-balance. Writes train.jsonl, heldout.jsonl and stats.json to --out.
+
+formats: generative (GRPO rows for `train judge`), no-cot (verdict-only prompts), discriminative
+(multi-turn "+"/"-" conversations for `train disc-sft`).
+
+example:
+  stepjudge train judge-data --annotations runs/annotate_arith/annotations.jsonl --scheme rel-effective \\
+      --out runs/judge-data
+"""
+
+JUDGE_DATA_KEYS = {"annotations": "annotations", "scheme": "scheme", "balance": "balance",
+                   "heldout_fraction": "heldout_fraction", "heldout_problems": "heldout_problems",
+                   "max_prompt_tokens": "max_prompt_tokens", "tokenizer": "tokenizer", "seed": "seed",
+                   "format": "format"}
+
+
+def _register_judge_data(sub) -> None:
+    p = sub.add_parser("judge-data", help="annotations -> balanced judge train/held-out sets",
+                       description=JUDGE_DATA_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML with any of the options below (flags override it)")
+    p.add_argument("--annotations", nargs="+", help="annotations.jsonl file(s)")
+    p.add_argument("--scheme", choices=["abs-q", "rel-ratio", "rel-effective"], help="default rel-effective")
+    p.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None,
+                   help="down-sample the train majority class to 50/50 (default on)")
+    p.add_argument("--heldout-fraction", type=float, help="share of problems held out (default 0.2)")
+    p.add_argument("--heldout-problems", type=int, help="exact number of held-out problems")
+    p.add_argument("--max-prompt-tokens", type=int, help="drop longer prompts (default 1024)")
+    p.add_argument("--tokenizer", help="model whose tokenizer measures prompts (default smollm2-135m)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--format", choices=["generative", "discriminative", "no-cot"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run_judge_data)
+
+
+def run_judge_data(args: argparse.Namespace) -> int:
+    from stepjudge.judge.dataset import JudgeDatasetConfig, build_judge_datasets, write_datasets
+
+    base = load_yaml(args.config) if args.config else {}
+    config = JudgeDatasetConfig(**merge_flags(base, args, JUDGE_DATA_KEYS))
+    result = build_judge_datasets(config)
+    write_datasets(result, args.out)
+    print(json.dumps(result["stats"], indent=1))
+    print(f"wrote {args.out}/train.jsonl ({len(result['train'])} rows), heldout.jsonl ({len(result['heldout'])} rows)")
     return 0

@@ -42,3 +42,24 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
     cfg.write_text("judge: smollm2-135m\nvotse: 3\n")
     assert main(["eval", "processbench", "--config", str(cfg)]) == 1
     assert "votse" in capsys.readouterr().err
+
+
+def test_train_judge_data_builds_balanced_splits_by_problem(tmp_path, capsys):
+    import json
+
+    recs = []
+    for p in range(5):  # 5 problems x 1 solution x 3 chunks; labels [1, 1, 0]
+        recs.append({"problem_id": f"p{p}", "problem": f"Start with {p}.", "sample_index": 0, "status": "annotated",
+                     "chunks": ["a", "b", "c"], "labels": {"abs-q": [1, 1, 0], "rel-ratio": [1, 0, 0],
+                                                           "rel-effective": [1, 1, 0]}})
+    ann = tmp_path / "annotations.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "jd"
+    assert main(["train", "judge-data", "--annotations", str(ann), "--scheme", "abs-q", "--heldout-problems", "1",
+                 "--tokenizer", "tiny-random", "--out", str(out)]) == 0
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    held = [json.loads(x) for x in (out / "heldout.jsonl").read_text().splitlines()]
+    # 4 train problems: 8 positive, 4 negative -> balanced to 4 + 4; 1 held-out problem, unbalanced: 3 rows
+    assert sorted(r["label"] for r in train) == ["Negative"] * 4 + ["Positive"] * 4
+    assert len(held) == 3 and not {r["problem_id"] for r in held} & {r["problem_id"] for r in train}
+    assert "wrote" in capsys.readouterr().out
