@@ -63,7 +63,44 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_engine_flags(p)
     p.set_defaults(func=run_processbench)
+
+    j = sub.add_parser("judge", help="judge accuracy and class-balanced F1 on held-out chunks",
+                       description="Score a judge on held-out chunk rows from 'stepjudge train judge-data' "
+                                   "(generative/no-cot rows, or discriminative conversations). Prints accuracy, "
+                                   "per-class accuracy and their harmonic mean (balanced F1), and writes the "
+                                   "per-chunk predictions to --out.")
+    j.add_argument("--judge", required=True, help="model name/path (hf) or served model name (openai)")
+    j.add_argument("--data", required=True, help="heldout.jsonl")
+    j.add_argument("--protocol", choices=["generative", "discriminative"], default="generative")
+    j.add_argument("--votes", type=int, default=1)
+    j.add_argument("--max-tokens", type=int, default=256)
+    j.add_argument("--response-prefix", default="", help='pre-filled start of the answer, e.g. "\\boxed{"')
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--out", help="write metrics.json and predictions.jsonl here")
+    add_engine_flags(j)
+    j.set_defaults(func=run_judge_eval)
     p_eval.set_defaults(func=lambda a: p_eval.print_help() or 2)
+
+
+def run_judge_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stepjudge.engines.factory import EngineConfig, make_engine
+    from stepjudge.eval.judge_heldout import evaluate_judge_rows
+    from stepjudge.utils.io import atomic_write_json, read_jsonl, write_jsonl_atomic
+
+    rows = read_jsonl(args.data)
+    engine_cfg = EngineConfig(**merge_flags({"model": args.judge}, args, {k: v.split(".", 1)[1]
+                                                                          for k, v in ENGINE_KEYS.items()}))
+    result = evaluate_judge_rows(make_engine(engine_cfg), rows, protocol=args.protocol, votes=args.votes,
+                                 max_tokens=args.max_tokens, seed=args.seed, response_prefix=args.response_prefix)
+    preds = result.pop("predictions")
+    result.update(judge=args.judge, data=args.data, response_prefix=args.response_prefix)
+    if args.out:
+        atomic_write_json(Path(args.out) / "metrics.json", result)
+        write_jsonl_atomic(Path(args.out) / "predictions.jsonl", preds)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def run_processbench(args: argparse.Namespace) -> int:

@@ -69,11 +69,18 @@ def judge_metrics(labels: Sequence[Any], verdicts: Sequence[Verdict | None], *,
             "predicted_positive_fraction": sum(p == POSITIVE for p in pred) / n if n else 0.0}
 
 
-def _generative(engine: Engine, rows: Sequence[Mapping], params: SamplingParams) -> list[dict]:
-    results = engine.generate([r["prompt"] for r in rows], params)  # one call: the engine batches
+def _generative(engine: Engine, rows: Sequence[Mapping], params: SamplingParams,
+                response_prefix: str = "") -> list[dict]:
+    prompts = [r["prompt"] for r in rows]
+    if response_prefix:  # the answer starts with the prefix: render the chat and continue it as text
+        render = getattr(engine, "render", None)
+        if render is None:
+            raise ValueError("response_prefix needs an engine that renders chat templates locally (hf)")
+        prompts = [render(p) + response_prefix for p in prompts]
+    results = engine.generate(prompts, params)  # one call: the engine batches
     preds = []
     for row, res in zip(rows, results, strict=True):
-        votes = [extract_verdict(t) for t in res.texts]
+        votes = [extract_verdict(response_prefix + t) for t in res.texts]
         parsed = any(v is not None for v in votes)
         preds.append({"problem_id": row.get("problem_id"), "sample_index": row.get("sample_index"),
                       "chunk_index": row.get("chunk_index"), "label": _as_verdict(row["label"]),
@@ -105,8 +112,11 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
 def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
                         protocol: Literal["generative", "discriminative"] = "generative", votes: int = 1,
                         temperature: float | None = None, max_tokens: int = 256, seed: int = 0,
-                        unparsed_as: Verdict = POSITIVE) -> dict:
+                        unparsed_as: Verdict = POSITIVE, response_prefix: str = "") -> dict:
     """Score a judge on held-out rows: :func:`judge_metrics` plus one prediction per judged chunk.
+
+    ``response_prefix`` (generative only) pre-fills the start of the judge's answer, e.g. ``"\\boxed{"``
+    for the verdict-only judge: the verdict is read from prefix + continuation.
 
     ``temperature`` defaults to greedy for one vote and 1.0 for several (identical greedy votes would
     make voting pointless). Discriminative mode always decodes greedily, 2 tokens, one sample: the
@@ -117,7 +127,7 @@ def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
             raise ValueError(f"votes must be >= 1, got {votes}")
         temp = temperature if temperature is not None else (0.0 if votes == 1 else 1.0)
         params = SamplingParams(n=votes, temperature=temp, max_tokens=max_tokens, seed=seed)
-        preds = _generative(engine, rows, params)
+        preds = _generative(engine, rows, params, response_prefix)
     elif protocol == "discriminative":
         preds = _discriminative(engine, rows, SamplingParams(n=1, temperature=0.0, max_tokens=2, seed=seed))
     else:

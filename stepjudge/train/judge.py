@@ -112,6 +112,10 @@ class JudgeRLConfig(BaseModel):
     reward: Literal["verdict", "verdict+format"] = Field(
         "verdict", description="verdict+format adds the -1 format penalty of the no-CoT ablation")
     log_completions: bool = Field(False, description="print sample completions with their rewards")
+    response_prefix: str = Field(
+        "", description="pre-fill the start of the judge's answer (e.g. '\\boxed{' for the verdict-only "
+                        "judge): prompts are rendered with the chat template as text and the prefix appended; "
+                        "rewards read prefix + completion")
 
     @field_validator("max_steps")
     @classmethod
@@ -289,6 +293,11 @@ def make_trainer(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewa
     if eval_rows is not None:
         eval_ds = _dataset(_drop_long_prompts(eval_rows, tokenizer, cfg.max_prompt_length, cfg.eval_data),
                            cfg.eval_data)
+    if cfg.response_prefix:
+        train_ds, eval_ds = (None if ds is None else ds.map(
+            lambda row: {"prompt": tokenizer.apply_chat_template(row["prompt"], tokenize=False,
+                                                                 add_generation_prompt=True) + cfg.response_prefix,
+                         "response_prefix": cfg.response_prefix}) for ds in (train_ds, eval_ds))
     # The model goes in as a path so TRL loads it the distributed-safe way (device_map, ZeRO-3 init)
     # and builds its own left-padding processor from the same directory.
     trainer = GRPOTrainer(model=path, reward_funcs=reward_functions(cfg, extra_reward_funcs),

@@ -63,13 +63,17 @@ def verdict_reward(prompts: Sequence[Any], completions: Sequence[Any], label: Se
                    log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
     """1.0 when the completion's last boxed verdict equals ``label``, else 0.0 (unparseable -> 0.0).
 
+    A ``response_prefix`` column (the pre-filled start of the answer, see ``JudgeRLConfig``) is put
+    back in front of each completion before the verdict is read.
+
     With TRL's ``log_metric`` it also logs, per batch, the share of Positive / Negative / unparsed
     verdicts and the accuracy on each label class: a judge drifting to one verdict (the "optimistic"
     failure of unbalanced training) shows up there long before it shows in the mean reward.
     """
     if len(completions) != len(label):
         raise ValueError(f"{len(completions)} completions but {len(label)} labels")
-    verdicts = [extract_verdict(completion_text(c)) for c in completions]
+    prefixes = kwargs.get("response_prefix") or [""] * len(completions)
+    verdicts = [extract_verdict(pre + completion_text(c)) for pre, c in zip(prefixes, completions, strict=True)]
     labels = [canonical_label(y) for y in label]
     rewards = [1.0 if v == y else 0.0 for v, y in zip(verdicts, labels, strict=True)]
     if log_metric is not None and verdicts:
@@ -90,4 +94,6 @@ def format_penalty_reward(prompts: Sequence[Any], completions: Sequence[Any], **
     Case and a ``\\text{}`` wrapper are accepted because :func:`extract_verdict` accepts them: the
     penalty is about *extra text*, not about a spelling the verdict reward already credits.
     """
-    return [0.0 if _VERDICT_ONLY_RE.fullmatch(completion_text(c)) else -1.0 for c in completions]
+    prefixes = kwargs.get("response_prefix") or [""] * len(completions)
+    return [0.0 if _VERDICT_ONLY_RE.fullmatch(pre + completion_text(c)) else -1.0
+            for pre, c in zip(prefixes, completions, strict=True)]

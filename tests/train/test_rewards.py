@@ -84,3 +84,12 @@ def test_format_penalty(text, expected):
     assert format_penalty_reward(prompts=["p"], completions=[text], label=["Positive"]) == [expected]
     assert format_penalty_reward(prompts=["p"], completions=[[{"role": "assistant", "content": text}]]) == [
         expected]
+
+
+def test_response_prefix_is_put_back_before_reading_the_verdict():
+    from stepjudge.train.rewards import format_penalty_reward, verdict_reward
+
+    comps = ["Positive}", "Negative}", "maybe"]
+    assert verdict_reward([""] * 3, comps, ["Positive", "Positive", "Negative"],
+                          response_prefix=["\\boxed{"] * 3) == [1.0, 0.0, 0.0]
+    assert format_penalty_reward([""] * 3, comps, response_prefix=["\\boxed{"] * 3) == [0.0, 0.0, -1.0]
