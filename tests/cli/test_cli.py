@@ -63,3 +63,18 @@ def test_train_judge_data_builds_balanced_splits_by_problem(tmp_path, capsys):
     assert sorted(r["label"] for r in train) == ["Negative"] * 4 + ["Positive"] * 4
     assert len(held) == 3 and not {r["problem_id"] for r in held} & {r["problem_id"] for r in train}
     assert "wrote" in capsys.readouterr().out
+
+
+def test_eval_judge_on_heldout_rows(tmp_path, capsys):
+    import json
+
+    rows = [{"prompt": [{"role": "user", "content": f"Is chunk {i} right?"}], "label": lab, "problem_id": f"p{i}",
+             "chunk_index": 0, "sample_index": 0} for i, lab in enumerate(["Positive", "Negative", "Positive"])]
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
+                 "--max-tokens", "3", "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["n_positive"] == 2 and metrics["n_negative"] == 1
+    assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 3
+    assert '"balanced_f1"' in capsys.readouterr().out
