@@ -125,19 +125,15 @@ def register(subparsers) -> None:
     p_train.set_defaults(func=lambda a: p_train.print_help() or 2)
 
 
-def _register_segment(sub) -> None:
-    p = sub.add_parser("segment", help="SFT a policy to write <chunk>-tagged reasoning",
-                       description=SEGMENT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
-    p.add_argument("--model", help="policy to fine-tune: smollm2-135m (default), a checkpoint dir, a hub id")
-    p.add_argument("--data", help="JSONL of prompt-completion records (from 'train segment-data')")
-    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
+def _add_sft_run_flags(p: argparse.ArgumentParser, unit: str, default_max_length: int) -> None:
+    """The optimisation/checkpoint flags of every SFT-style target (fields of ``SFTRunConfig``)."""
     p.add_argument("--learning-rate", type=float, help="default 1e-5 (paper)")
     p.add_argument("--epochs", type=float, help="passes over the data (default 1)")
     p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs (default -1: off)")
-    p.add_argument("--per-device-batch-size", type=int, help="examples per forward pass (default 4)")
+    p.add_argument("--per-device-batch-size", type=int, help=f"{unit}s per forward pass (default 4)")
     p.add_argument("--gradient-accumulation-steps", type=int, help="default 8 (global batch 32 as the paper)")
-    p.add_argument("--max-length", type=int, help="tokens per example, longer ones truncated (default 1024)")
+    p.add_argument("--max-length", type=int,
+                   help=f"tokens per {unit}, longer ones cut (default {default_max_length})")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--logging-steps", type=int, help="log every N steps (default 1)")
     p.add_argument("--save-steps", type=int, help="checkpoint every N steps (default 50; always at the end)")
@@ -148,6 +144,16 @@ def _register_segment(sub) -> None:
                    help="bf16 mixed precision (default: on for a bf16-capable GPU, off on CPU)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="recompute activations to save memory (default off)")
+
+
+def _register_segment(sub) -> None:
+    p = sub.add_parser("segment", help="SFT a policy to write <chunk>-tagged reasoning",
+                       description=SEGMENT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    p.add_argument("--model", help="policy to fine-tune: smollm2-135m (default), a checkpoint dir, a hub id")
+    p.add_argument("--data", help="JSONL of prompt-completion records (from 'train segment-data')")
+    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
+    _add_sft_run_flags(p, "example", 1024)
     p.set_defaults(func=run_segment)
 
 
@@ -271,22 +277,7 @@ def _register_disc_sft(sub) -> None:
     p.add_argument("--model", help="judge to train: smollm2-135m (default), a checkpoint dir, a hub id")
     p.add_argument("--train-data", help='JSONL rows {"messages": [...]} with "+"/"-" assistant turns')
     p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
-    p.add_argument("--learning-rate", type=float, help="default 1e-5 (paper)")
-    p.add_argument("--epochs", type=float, help="passes over the data (default 1)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs (default -1: off)")
-    p.add_argument("--per-device-batch-size", type=int, help="conversations per forward pass (default 4)")
-    p.add_argument("--gradient-accumulation-steps", type=int, help="default 8 (global batch 32 as the paper)")
-    p.add_argument("--max-length", type=int, help="tokens per conversation, longer ones cut (default 2048)")
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--logging-steps", type=int, help="log every N steps (default 1)")
-    p.add_argument("--save-steps", type=int, help="checkpoint every N steps (default 50; always at the end)")
-    p.add_argument("--save-total-limit", type=int, help="checkpoints kept (default 2)")
-    p.add_argument("--use-cpu", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on CPU (default: yes when no CUDA GPU is visible)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 mixed precision (default: on for a bf16-capable GPU, off on CPU)")
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute activations to save memory (default off)")
+    _add_sft_run_flags(p, "conversation", 2048)
     p.set_defaults(func=run_disc_sft)
 
 
