@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig
+from stepjudge.train.common import SFTRunConfig, sft_training_args
 from stepjudge.train.segment import find_last_checkpoint
 
 log = logging.getLogger(__name__)
@@ -71,25 +71,8 @@ def load_disc_rows(path: str | os.PathLike) -> list[dict]:
 
 
 def _sft_args(cfg: DiscSFTConfig, out: Path) -> Any:
-    import dataclasses
-
-    import torch
-    from trl import SFTConfig
-
-    bf16 = cfg.bf16
-    if bf16 is None:
-        bf16 = (not cfg.use_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    # transformers 5.x renamed gradient_checkpointing; set whichever name exists (the old one warns)
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    return SFTConfig(
-        output_dir=str(out), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
-        seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, use_cpu=cfg.use_cpu, bf16=bf16,
-        assistant_only_loss=True,  # loss on "+"/"-" and end-of-turn only, never on the chunks
-        report_to="none", **{ckpt: cfg.gradient_checkpointing})
+    # loss on "+"/"-" and end-of-turn only, never on the chunks
+    return sft_training_args(cfg, out, assistant_only_loss=True)
 
 
 def make_trainer(config: DiscSFTConfig | dict) -> Any:

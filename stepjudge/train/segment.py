@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig
+from stepjudge.train.common import SFTRunConfig, sft_training_args
 
 log = logging.getLogger(__name__)
 
@@ -90,37 +90,8 @@ def find_last_checkpoint(out: str | os.PathLike) -> Path | None:
 
 
 def _sft_args(cfg: SegmentSFTConfig, out: Path) -> Any:
-    import dataclasses
-
-    import torch
-    from trl import SFTConfig
-
-    bf16 = cfg.bf16
-    if bf16 is None:
-        bf16 = (not cfg.use_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    # transformers 5.x renamed gradient_checkpointing (TRL defaults the old name to True and the alias
-    # warns); set whichever name this version has so the choice is explicit and silent.
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
-    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-    return SFTConfig(
-        output_dir=str(out),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        use_cpu=cfg.use_cpu,
-        bf16=bf16,
-        completion_only_loss=True,  # loss on the assistant's tagged solution, never on the prompt
-        report_to="none",
-        **{ckpt: cfg.gradient_checkpointing},
-    )
+    # loss on the tagged solution, never on the prompt
+    return sft_training_args(cfg, out, completion_only_loss=True)
 
 
 def make_trainer(config: SegmentSFTConfig | dict) -> Any:
