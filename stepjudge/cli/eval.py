@@ -75,6 +75,9 @@ def register(subparsers) -> None:
     j.add_argument("--votes", type=int, default=1)
     j.add_argument("--max-tokens", type=int, default=256)
     j.add_argument("--response-prefix", default="", help='pre-filled start of the answer, e.g. "\\boxed{"')
+    j.add_argument("--probabilities", action="store_true",
+                   help="also read P(Positive) from the verdict token after --response-prefix and report "
+                        "AUROC (hf engine)")
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     add_engine_flags(j)
@@ -93,7 +96,8 @@ def run_judge_eval(args: argparse.Namespace) -> int:
     engine_cfg = EngineConfig(**merge_flags({"model": args.judge}, args, {k: v.split(".", 1)[1]
                                                                           for k, v in ENGINE_KEYS.items()}))
     result = evaluate_judge_rows(make_engine(engine_cfg), rows, protocol=args.protocol, votes=args.votes,
-                                 max_tokens=args.max_tokens, seed=args.seed, response_prefix=args.response_prefix)
+                                 max_tokens=args.max_tokens, seed=args.seed, response_prefix=args.response_prefix,
+                                 probabilities=args.probabilities)
     preds = result.pop("predictions")
     result.update(judge=args.judge, data=args.data, response_prefix=args.response_prefix)
     if args.out:

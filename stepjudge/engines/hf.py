@@ -128,6 +128,28 @@ class HFEngine(Engine):
         self.stats.seconds += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: Sequence[Prompt], token_ids: Sequence[int]) -> list[list[float]]:
+        """log p(token | prompt) for each of ``token_ids`` after each prompt: one batched prefill, no decoding.
+
+        This is how a verdict's probability is read without sampling (e.g. P(Positive) of a judge whose
+        answer is pre-filled up to the verdict). Prompts share the prefix cache with :meth:`generate`.
+        """
+        encoded = [self.encode(p) for p in prompts]
+        ids = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+        out: list[list[float] | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        step = max(1, self.max_batch_rows)
+        for b in range(0, len(order), step):
+            group = order[b:b + step]
+            _cache, _attn, _pos, logits = self._prefill([encoded[i] for i in group], 0)
+            lps = torch.log_softmax(logits, dim=-1).index_select(1, ids)
+            for j, i in enumerate(group):
+                out[i] = lps[j].tolist()
+        self.stats.prompts += len(prompts)
+        self.stats.prompt_tokens += sum(len(e) for e in encoded)
+        return out  # type: ignore[return-value]
+
     # ------------------------------------------------------------------ core loop
     def _stop_criterion(self, stop: tuple[str, ...]):
         if not stop:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from stepjudge.engines.base import Engine, SamplingParams
-from stepjudge.eval.metrics import harmonic_f1, subset_scores
+from stepjudge.eval.metrics import auroc, harmonic_f1, subset_scores
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.verdicts import majority_verdict, parse_prm_verdict
 
@@ -112,11 +112,17 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
 def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
                         protocol: Literal["generative", "discriminative"] = "generative", votes: int = 1,
                         temperature: float | None = None, max_tokens: int = 256, seed: int = 0,
-                        unparsed_as: Verdict = POSITIVE, response_prefix: str = "") -> dict:
+                        unparsed_as: Verdict = POSITIVE, response_prefix: str = "",
+                        probabilities: bool = False) -> dict:
     """Score a judge on held-out rows: :func:`judge_metrics` plus one prediction per judged chunk.
 
     ``response_prefix`` (generative only) pre-fills the start of the judge's answer, e.g. ``"\\boxed{"``
     for the verdict-only judge: the verdict is read from prefix + continuation.
+
+    ``probabilities`` (generative, with a ``response_prefix`` ending right before the verdict, hf engine)
+    also reads P(Positive) from the verdict token (:mod:`stepjudge.judge.scoring`) into each prediction's
+    ``p_positive`` and reports ``auroc``: how well the judge *ranks* good above bad chunks, which a judge
+    biased to one verdict can do even when its greedy F1 is 0.
 
     ``temperature`` defaults to greedy for one vote and 1.0 for several (identical greedy votes would
     make voting pointless). Discriminative mode always decodes greedily, 2 tokens, one sample: the
@@ -134,6 +140,15 @@ def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
         raise ValueError(f"unknown protocol {protocol!r} (generative | discriminative)")
     metrics = judge_metrics([p["label"] for p in preds], [p["verdict"] for p in preds],
                             unparsed_as=unparsed_as)
+    if probabilities:
+        if protocol != "generative" or not response_prefix:
+            raise ValueError("probabilities need the generative protocol and a response_prefix such as '\\boxed{'")
+        from stepjudge.judge.scoring import positive_probabilities
+
+        for p, prob in zip(preds, positive_probabilities(engine, [r["prompt"] for r in rows], response_prefix),
+                           strict=True):
+            p["p_positive"] = prob
+        metrics["auroc"] = auroc([p["label"] == POSITIVE for p in preds], [p["p_positive"] for p in preds])
     for p in preds:  # the decision actually scored, after the unparsed fallback
         p["unparsed"] = p["verdict"] is None
         if p["verdict"] is None:

@@ -37,6 +37,28 @@ def subset_scores(pairs: Iterable[tuple[int, int | None]]) -> dict:
             "acc_correct": acc_correct, "f1": harmonic_f1(acc_error, acc_correct)}
 
 
+def auroc(positive: Iterable[bool], scores: Iterable[float]) -> float | None:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` items from the rest (0..1).
+
+    The probability that a random positive scores above a random negative, ties counting half
+    (Mann-Whitney U from average ranks). None when either class is empty.
+    """
+    pairs = sorted(zip(scores, positive, strict=True), key=lambda t: t[0])
+    n_pos = sum(1 for _, y in pairs if y)
+    n_neg = len(pairs) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        avg_rank = (i + 1 + j) / 2  # ranks i+1..j share their mean
+        rank_sum += avg_rank * sum(1 for _, y in pairs[i:j] if y)
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def processbench_summary(records: Iterable[Mapping]) -> dict:
     """``records`` with ``subset``, ``label`` and ``prediction`` -> per-subset scores + ``average_f1``.
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -48,7 +49,7 @@ from stepjudge.train.segment import find_last_checkpoint
 log = logging.getLogger(__name__)
 
 __all__ = ["JudgeRLConfig", "batch_plan", "load_judge_records", "make_grpo_config", "make_trainer",
-           "plot_curves", "reward_functions", "train_judge"]
+           "plot_curves", "reward_functions", "stratified_order", "train_judge"]
 
 RewardFunc = Callable[..., list[float]]
 
@@ -112,6 +113,10 @@ class JudgeRLConfig(BaseModel):
     reward: Literal["verdict", "verdict+format"] = Field(
         "verdict", description="verdict+format adds the -1 format penalty of the no-CoT ablation")
     log_completions: bool = Field(False, description="print sample completions with their rewards")
+    stratify_batches: bool = Field(
+        False, description="order prompts so every rollout batch has the data's class mix (50/50 on balanced "
+                           "data) instead of a random mix; each pass is a fresh stratified permutation. "
+                           "Cuts the batch-to-batch label swings that push a small judge onto one verdict")
     response_prefix: str = Field(
         "", description="pre-fill the start of the judge's answer (e.g. '\\boxed{' for the verdict-only "
                         "judge): prompts are rendered with the chat template as text and the prefix appended; "
@@ -157,7 +162,38 @@ def batch_plan(cfg: JudgeRLConfig, num_processes: int | None = None) -> dict[str
     }
 
 
-def make_grpo_config(cfg: JudgeRLConfig) -> Any:
+def stratified_order(labels: Sequence[str], seed: int) -> list[int]:
+    """A permutation of row indices in which every prefix holds the classes in the data's proportions.
+
+    Each class is shuffled and its k-th of n rows placed at (k + 0.5) / n along the pass; rows meeting at
+    one place are ordered randomly. On 50/50 data every consecutive pair has one row of each class.
+    """
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    keyed = []
+    for idx in by_class.values():
+        rng.shuffle(idx)
+        keyed += [((k + 0.5) / len(idx), rng.random(), i) for k, i in enumerate(idx)]
+    return [i for *_, i in sorted(keyed)]
+
+
+def _stratified_passes(records: list[dict], cfg: JudgeRLConfig, num_processes: int) -> tuple[list[dict], int]:
+    """Rows for ``shuffle_dataset=False`` training: enough stratified passes for the run, and their count."""
+    if cfg.max_steps > 0:
+        prompts = cfg.max_steps * batch_plan(cfg, num_processes)["prompts_per_update"]
+        passes = max(1, math.ceil(prompts / len(records)))
+    else:
+        passes = max(1, math.ceil(cfg.epochs))
+    labels = [r["label"] for r in records]
+    rows = [records[i] for p in range(passes) for i in stratified_order(labels, cfg.seed + p)]
+    return rows, passes
+
+
+def make_grpo_config(cfg: JudgeRLConfig, passes: int = 1) -> Any:
     """The :class:`~trl.GRPOConfig` for ``cfg`` (TRL validates batch divisibility for this world size)."""
     import torch
     from trl import GRPOConfig
@@ -184,7 +220,8 @@ def make_grpo_config(cfg: JudgeRLConfig) -> Any:
     return GRPOConfig(
         output_dir=cfg.out,
         learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=cfg.epochs / passes,  # stratified data already repeats `passes` times
+        shuffle_dataset=not cfg.stratify_batches,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -287,8 +324,12 @@ def make_trainer(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewa
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     path = str(resolve_model(cfg.model))
     tokenizer = load_tokenizer(path)
-    train_ds = _dataset(_drop_long_prompts(train_rows, tokenizer, cfg.max_prompt_length, cfg.train_data),
-                        cfg.train_data)
+    train_rows = _drop_long_prompts(train_rows, tokenizer, cfg.max_prompt_length, cfg.train_data)
+    passes = 1
+    if cfg.stratify_batches:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        train_rows, passes = _stratified_passes(train_rows, cfg, world)
+    train_ds = _dataset(train_rows, cfg.train_data)
     eval_ds = None
     if eval_rows is not None:
         eval_ds = _dataset(_drop_long_prompts(eval_rows, tokenizer, cfg.max_prompt_length, cfg.eval_data),
@@ -301,7 +342,7 @@ def make_trainer(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewa
     # The model goes in as a path so TRL loads it the distributed-safe way (device_map, ZeRO-3 init)
     # and builds its own left-padding processor from the same directory.
     trainer = GRPOTrainer(model=path, reward_funcs=reward_functions(cfg, extra_reward_funcs),
-                          args=make_grpo_config(cfg), train_dataset=train_ds, eval_dataset=eval_ds)
+                          args=make_grpo_config(cfg, passes), train_dataset=train_ds, eval_dataset=eval_ds)
     plan = batch_plan(cfg, trainer.accelerator.num_processes)
     log.info("judge RL batch plan: %s", plan)
     if cfg.num_processes and cfg.num_processes != plan["num_processes"]:

@@ -148,3 +148,15 @@ def test_sampler_follows_the_distribution_and_top_p():
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
     assert eng._sample(logits[:2], SamplingParams(temperature=0), None).tolist() == [0, 0]
+
+
+def test_next_token_logprobs_match_a_plain_forward_pass(engine):
+    tok, model = engine.tokenizer, engine.model
+    prompts = ["Start with 4. Add 3.", "Add 3. \\boxed{", "x"]
+    ids = [5, 17, 300]
+    got = engine.next_token_logprobs(prompts, ids)
+    for prompt, row in zip(prompts, got, strict=True):
+        enc = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            ref = torch.log_softmax(model(**enc).logits[0, -1].float(), dim=-1)[ids]
+        assert row == pytest.approx(ref.tolist(), abs=1e-4)  # batched with left padding = alone

@@ -38,3 +38,14 @@ def test_missing_class_gives_undefined_f1():
     s = processbench_summary([{"subset": "gsm8k", "label": 2, "prediction": 2}])
     assert s["gsm8k"]["acc_correct"] is None and s["gsm8k"]["f1"] is None and s["average_f1"] is None
     assert harmonic_f1(0.0, 0.0) == 0.0
+
+
+def test_auroc_exact_values_with_ties():
+    from stepjudge.eval.metrics import auroc
+
+    assert auroc([True, True, False, False], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    assert auroc([True, True, False, False], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert auroc([True, False], [0.5, 0.5]) == 0.5  # a tie counts half
+    # positives 0.8, 0.4; negatives 0.6, 0.4: pairs (0.8>0.6) 1, (0.8>0.4) 1, (0.4<0.6) 0, (0.4=0.4) 0.5
+    assert auroc([True, True, False, False], [0.8, 0.4, 0.6, 0.4]) == 2.5 / 4
+    assert auroc([True, True], [0.1, 0.2]) is None

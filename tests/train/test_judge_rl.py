@@ -19,6 +19,7 @@ from stepjudge.train.judge import (
     make_grpo_config,
     make_trainer,
     reward_functions,
+    stratified_order,
     train_judge,
 )
 from stepjudge.train.rewards import completion_text, format_penalty_reward, verdict_reward
@@ -99,6 +100,33 @@ def test_overlong_prompts_are_dropped_not_truncated(tmp_path, judge_data):
     assert set(trainer.train_dataset.column_names) >= {"prompt", "label", "problem_id", "chunk_index"}
     with pytest.raises(DataError, match="every prompt is longer"):
         make_trainer(_tiny_cfg(judge_data, tmp_path / "run", max_prompt_length=10))
+
+
+def test_stratified_order_keeps_every_pair_balanced_on_5050_data():
+    labels = ["Positive"] * 6 + ["Negative"] * 6
+    order = stratified_order(labels, seed=3)
+    assert sorted(order) == list(range(12))
+    for k in range(0, 12, 2):
+        assert {labels[order[k]], labels[order[k + 1]]} == {"Positive", "Negative"}
+    assert order == stratified_order(labels, seed=3) and order != stratified_order(labels, seed=4)
+
+
+def test_stratified_order_follows_an_unbalanced_mix():
+    labels = ["Positive"] * 8 + ["Negative"] * 4
+    order = stratified_order(labels, seed=0)
+    for k in range(0, 12, 3):  # 2:1 data -> every block of 3 holds 2 Positive and 1 Negative
+        assert sorted(labels[i] for i in order[k:k + 3]) == ["Negative", "Positive", "Positive"]
+
+
+def test_stratified_batches_feed_trl_in_order_with_enough_passes(tmp_path, judge_data):
+    # 8 rows; 2 steps x 2 prompts per update = 4 prompts -> one pass; 9 steps x 2 = 18 -> 3 passes
+    trainer = make_trainer(_tiny_cfg(judge_data, tmp_path / "run", stratify_batches=True, max_steps=9))
+    assert trainer.args.shuffle_dataset is False
+    labels = trainer.train_dataset["label"]
+    assert len(labels) == 24
+    assert all({labels[k], labels[k + 1]} == {"Positive", "Negative"} for k in range(0, 24, 2))
+    ids = [(r["problem_id"], r["chunk_index"]) for r in trainer.train_dataset]
+    assert ids[:8] != ids[8:16] and sorted(ids[:8]) == sorted(ids[8:16])  # fresh permutation per pass
 
 
 def test_tiny_grpo_run_trains_saves_and_resumes(tmp_path, judge_data):

@@ -1,0 +1,61 @@
+"""A judge's probability of ``Positive`` read from its verdict token, without sampling.
+
+When the judge's answer is pre-filled up to the verdict (``response_prefix="\\boxed{"``, the
+verdict-only judge), the next token decides the verdict, so
+
+    P(Positive) = p(first token of "Positive") / (p(... "Positive") + p(... "Negative"))
+
+is read from one forward pass. It is renormalised over the two verdicts because probability mass on
+other tokens (a malformed answer) says nothing about which verdict the judge prefers. This score is
+what threshold-free metrics (AUROC) and judge-scored best-of-N need: a greedy verdict is a 0/1 cut of
+it, and an always-Positive judge can still rank chunks well.
+
+A judge that reasons first has no fixed place for the verdict; score it with vote fractions instead
+(:func:`stepjudge.eval.judge_heldout.evaluate_judge_rows` with ``votes > 1``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["verdict_token_ids", "positive_probabilities"]
+
+
+def _first_new_token(tokenizer: Any, context: str, word: str) -> int:
+    base = tokenizer(context, add_special_tokens=False).input_ids
+    full = tokenizer(context + word, add_special_tokens=False).input_ids
+    if full[:len(base)] != base or len(full) == len(base):
+        raise ValueError(f"cannot isolate the first token of {word!r} after {context!r}: the tokenizer merges "
+                         "it with the prefix; end the response prefix at a token boundary (e.g. '\\boxed{')")
+    return full[len(base)]
+
+
+def verdict_token_ids(tokenizer: Any, response_prefix: str = "\\boxed{") -> tuple[int, int]:
+    """Token ids that start "Positive" and "Negative" right after ``response_prefix``."""
+    pos = _first_new_token(tokenizer, response_prefix, "Positive")
+    neg = _first_new_token(tokenizer, response_prefix, "Negative")
+    if pos == neg:
+        raise ValueError("Positive and Negative start with the same token here; their probabilities cannot "
+                         "be told apart from one step")
+    return pos, neg
+
+
+def positive_probabilities(engine: Any, prompts: Sequence[Any], response_prefix: str = "\\boxed{") -> list[float]:
+    """P(Positive) per judge prompt (chat messages or rendered text), answer pre-filled with the prefix.
+
+    Needs an engine with ``render`` and ``next_token_logprobs`` (the in-process ``hf`` engine); one
+    batched prefill per ``max_batch_rows`` prompts.
+    """
+    if not (hasattr(engine, "next_token_logprobs") and hasattr(engine, "render")):
+        raise ValueError(f"{type(engine).__name__} cannot read token probabilities; use the hf engine or "
+                         "score with sampled votes")
+    pos, neg = verdict_token_ids(engine.tokenizer, response_prefix)
+    texts = [engine.render(p) + response_prefix for p in prompts]
+    out = []
+    for lp_pos, lp_neg in engine.next_token_logprobs(texts, [pos, neg]):
+        m = max(lp_pos, lp_neg)
+        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
+        out.append(a / (a + b))
+    return out
