@@ -1,0 +1,42 @@
+"""ChunkJudge: token-probability and vote scoring on the tiny model, with call/token accounting."""
+
+import pytest
+
+from stepjudge.engines.hf import HFEngine
+from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
+from stepjudge.judge.scoring import positive_probabilities
+
+Q = [ChunkQuery("Start with 4. Add 3.", (), "4 + 3 = 7"),
+     ChunkQuery("Start with 4. Add 3. Add 5.", ("4 + 3 = 7",), "7 + 5 = 13")]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return HFEngine("tiny-random")
+
+
+def test_token_prob_verdicts_follow_the_threshold(engine):
+    judge = ChunkJudge(engine, {"threshold": 0.5})
+    out = judge.judge(Q)
+    probs = positive_probabilities(engine, [judge.messages(q) for q in Q])
+    assert [v.p_positive for v in out] == pytest.approx(probs)
+    assert [v.verdict for v in out] == ["Positive" if p >= 0.5 else "Negative" for p in probs]
+    assert judge.calls == 2 and judge.tokens == 0
+    strict = ChunkJudge(engine, {"threshold": 1.0}).judge(Q)
+    assert [v.verdict for v in strict] == ["Negative", "Negative"]
+
+
+def test_votes_mode_counts_votes_and_tokens(engine):
+    judge = ChunkJudge(engine, JudgeSpec(score="votes", votes=3, max_tokens=3, temperature=1.0))
+    out = judge.judge(Q)
+    assert judge.calls == 2
+    for v in out:
+        assert len(v.votes) == 3 and 3 <= v.tokens <= 9
+        parsed = [x for x in v.votes if x is not None]
+        assert v.p_positive == (sum(x == "Positive" for x in parsed) / len(parsed) if parsed else 1.0)
+    assert judge.tokens == sum(v.tokens for v in out)
+
+
+def test_token_prob_needs_a_prefix():
+    with pytest.raises(ValueError, match="response_prefix"):
+        ChunkJudge(object(), {"response_prefix": ""})
