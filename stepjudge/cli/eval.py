@@ -31,7 +31,7 @@ examples:
 KEYS = {"judge": "judge", "protocol": "protocol", "subsets": "subsets", "limit": "limit", "balanced": "balanced", "votes": "votes",
         "temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens", "seed": "seed",
         "batch_size": "batch_size", "source": "source", "out": "out", "unparsed_as": "unparsed_as",
-        **ENGINE_KEYS}
+        "judge_prompt": "judge_prompt", "response_prefix": "response_prefix", **ENGINE_KEYS}
 
 
 def register(subparsers) -> None:
@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="cases judged together in one engine call (default 16)")
     p.add_argument("--unparsed-as", choices=["Positive", "Negative"],
                    help="stepwise: verdict when no sample has a parseable \\boxed{} verdict (default Positive)")
+    p.add_argument("--judge-prompt", choices=["stepwise", "no-cot"],
+                   help="stepwise protocol: reason-then-verdict prompt (default) or the verdict-only prompt")
+    p.add_argument("--response-prefix", help='stepwise protocol: pre-filled answer start, e.g. "\\boxed{" (hf)')
     p.add_argument("--source", help="ProcessBench folder or hub id (default: ../shared/data/processbench)")
     p.add_argument("--out", help="run folder (default runs/processbench)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

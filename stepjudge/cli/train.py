@@ -107,6 +107,7 @@ JUDGE_KEYS = {k: k for k in (
     "loss_type", "scale_rewards", "seed", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
     "per_device_eval_batch_size", "use_vllm", "vllm_mode", "vllm_server_base_url",
     "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "bf16", "gradient_checkpointing", "use_cpu",
+    "heldout_data", "heldout_max_tokens", "stratify_batches", "response_prefix",
     "reward", "log_completions")}
 
 SEGMENT_DATA_KEYS = {**{k: k for k in ("solutions", "segmenter", "out", "tries", "temperature", "max_tokens",
@@ -183,7 +184,10 @@ def _register_judge(sub) -> None:
     p.add_argument("--model", help="judge to train: smollm2-135m (default), a checkpoint dir, a hub id")
     p.add_argument("--train-data", help='JSONL rows {"prompt": [messages], "label": "Positive"|"Negative"}')
     p.add_argument("--eval-data", help="held-out rows in the same format (eval reward = verdict accuracy)")
-    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json, curves.png)")
+    p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json, curves.png, report.md)")
+    p.add_argument("--heldout-data", help="held-out rows scored before and after training (report tables)")
+    p.add_argument("--heldout-max-tokens", type=int, help="judge tokens when scoring held-out rows (256)")
+    p.add_argument("--response-prefix", help='pre-filled start of the judge answer, e.g. "\\boxed{" (verdict-only)')
     g = p.add_argument_group("algorithm")
     g.add_argument("--learning-rate", type=float, help="default 1e-6 (paper)")
     g.add_argument("--num-generations", type=int, help="samples per prompt (default 4, paper)")
@@ -203,6 +207,8 @@ def _register_judge(sub) -> None:
                    help="completions per device per micro-step (default 8)")
     g.add_argument("--gradient-accumulation-steps", type=int,
                    help="micro-steps per optimizer update (default 1)")
+    g.add_argument("--stratify-batches", action=argparse.BooleanOptionalAction, default=None,
+                   help="every rollout batch keeps the data's class mix (default off: random mixes)")
     g.add_argument("--steps-per-generation", type=int,
                    help="micro-steps served by one rollout (default: = accumulation, 1 update per rollout)")
     g.add_argument("--num-processes", type=int,
@@ -266,7 +272,7 @@ def run_judge(args: argparse.Namespace) -> int:
     config = JudgeRLConfig(**merge_flags(base, args, JUDGE_KEYS))
     final = train_judge(config)
     print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}\n"
-          f"curves: {final.parent / 'curves.png'}")
+          f"curves: {final.parent / 'curves.png'}\nreport: {final.parent / 'report.md'}")
     return 0
 
 

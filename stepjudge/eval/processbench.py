@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 Protocol = Literal["critic", "stepwise", "prm"]
 DEFAULT_MAX_TOKENS = {"critic": 2048, "stepwise": 512, "prm": 4}
 # Settings that change results: a run folder may only be resumed with the same values.
-_RESUME_KEYS = ("judge", "protocol", "votes", "temperature", "top_p", "max_tokens", "seed", "unparsed_as")
+_RESUME_KEYS = ("judge", "protocol", "votes", "temperature", "top_p", "max_tokens", "seed", "unparsed_as",
+                "judge_prompt", "response_prefix")
 
 
 class ProcessBenchEvalConfig(BaseModel):
@@ -68,6 +69,12 @@ class ProcessBenchEvalConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="cases judged concurrently (one engine call per round)")
     unparsed_as: Literal["Positive", "Negative"] = Field(
         "Positive", description="stepwise: verdict used when no sample has a parseable \\boxed{} verdict")
+    judge_prompt: Literal["stepwise", "no-cot"] = Field(
+        "stepwise", description="stepwise protocol: StepWiser's reason-then-verdict prompt, or the verdict-only "
+                                "prompt of a no-CoT judge (train judge-data --format no-cot)")
+    response_prefix: str = Field(
+        "", description="stepwise protocol: pre-filled start of the judge's answer, e.g. '\\boxed{' for the "
+                        "verdict-only judge (hf engine: the chat is rendered locally and continued)")
     out: str = "runs/processbench"
 
     def resolved(self) -> ProcessBenchEvalConfig:
@@ -111,11 +118,15 @@ class _CaseState:
                 "seconds": round(time.perf_counter() - self.started, 3), "judgements": self.steps_log}
 
 
-def _prompt_for(state: _CaseState, protocol: Protocol):
+def _prompt_for(state: _CaseState, protocol: Protocol, judge_prompt: str = "stepwise"):
     c = state.case
     if protocol == "critic":
         return critic_messages(c.problem, c.steps)
     if protocol == "stepwise":
+        if judge_prompt == "no-cot":
+            from stepjudge.judge.dataset import stepwise_verdict_only_messages
+
+            return stepwise_verdict_only_messages(c.problem, c.steps[:state.step], c.steps[state.step])
         return stepwise_judge_messages(c.problem, c.steps[:state.step], c.steps[state.step])
     return prm_messages(c.problem, c.steps[:state.step + 1])
 
@@ -247,11 +258,17 @@ class ProcessBenchRun:
             while queue or live:
                 while queue and len(live) < cfg.batch_size:
                     live.append(_CaseState(queue.popleft()))
-                prompts = [_prompt_for(s, cfg.protocol) for s in live]
+                prompts = [_prompt_for(s, cfg.protocol, cfg.judge_prompt) for s in live]
+                prefix = cfg.response_prefix if cfg.protocol == "stepwise" else ""
+                if prefix:
+                    render = getattr(engine, "render", None)
+                    if render is None:
+                        raise ValueError("response_prefix needs an engine that renders chat templates (hf)")
+                    prompts = [render(p) + prefix for p in prompts]
                 results = engine.generate(prompts, params)
                 for state, res in zip(live, results, strict=True):
-                    _advance(state, cfg.protocol, res.texts, sum(c.num_tokens for c in res.completions),
-                             cfg.unparsed_as)
+                    _advance(state, cfg.protocol, [prefix + t for t in res.texts],
+                             sum(c.num_tokens for c in res.completions), cfg.unparsed_as)
                     if state.done:
                         log_file.append(state.record())
                         bar.update(1)

@@ -48,8 +48,9 @@ from stepjudge.train.segment import find_last_checkpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JudgeRLConfig", "batch_plan", "load_judge_records", "make_grpo_config", "make_trainer",
-           "plot_curves", "reward_functions", "stratified_order", "train_judge"]
+__all__ = ["JudgeRLConfig", "batch_plan", "evaluate_heldout", "judge_report_markdown", "load_judge_records",
+           "make_grpo_config", "make_trainer", "plot_curves", "reward_functions", "stratified_order",
+           "train_judge"]
 
 RewardFunc = Callable[..., list[float]]
 
@@ -113,6 +114,10 @@ class JudgeRLConfig(BaseModel):
     reward: Literal["verdict", "verdict+format"] = Field(
         "verdict", description="verdict+format adds the -1 format penalty of the no-CoT ablation")
     log_completions: bool = Field(False, description="print sample completions with their rewards")
+    heldout_data: str | None = Field(
+        None, description="held-out judge rows (train judge-data's heldout.jsonl): scored before and after "
+                          "training into eval_before.json / eval_after.json and the report's tables")
+    heldout_max_tokens: int = Field(256, ge=1, description="judge output tokens in the held-out scoring")
     stratify_batches: bool = Field(
         False, description="order prompts so every rollout batch has the data's class mix (50/50 on balanced "
                            "data) instead of a random mix; each pass is a fresh stratified permutation. "
@@ -395,6 +400,67 @@ def plot_curves(log_history: Sequence[dict], path: str | os.PathLike) -> Path:
     return path
 
 
+def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
+    """Greedy held-out scores of ``model`` (plus P(Positive) and AUROC when the answer is pre-filled)."""
+    from stepjudge.engines.hf import HFEngine
+    from stepjudge.eval.judge_heldout import evaluate_judge_rows
+    from stepjudge.utils.io import read_jsonl
+
+    rows = read_jsonl(cfg.heldout_data)
+    engine = HFEngine(model, device="cpu" if cfg.use_cpu else "cuda")
+    try:
+        result = evaluate_judge_rows(engine, rows, max_tokens=cfg.heldout_max_tokens, seed=cfg.seed,
+                                     response_prefix=cfg.response_prefix,
+                                     probabilities=bool(cfg.response_prefix))
+    finally:
+        engine.close()
+    result["model"] = model
+    return result
+
+
+_REPORT_ROWS = (("accuracy", "accuracy (%)"), ("acc_positive", "acc. on Positive chunks (%)"),
+                ("acc_negative", "acc. on Negative chunks (%)"), ("balanced_f1", "balanced F1"),
+                ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive"),
+                ("unparsed_fraction", "share unparsed"))
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}" if isinstance(x, float) and abs(x) <= 1 else (
+        f"{x:.1f}" if isinstance(x, float) else str(x))
+
+
+def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], before: dict | None,
+                          after: dict | None, wall_s: float | None = None) -> str:
+    """The run's human report: setup, before/after held-out table, last training metrics, curves."""
+    plan = batch_plan(cfg)
+    lines = [f"# Judge RL: {cfg.out}", "",
+             f"- model: `{cfg.model}`; train data: `{cfg.train_data}`; held-out: `{cfg.heldout_data}`",
+             f"- GRPO: lr {cfg.learning_rate:g}, {cfg.num_generations} samples/prompt, clip {cfg.epsilon}/"
+             f"{cfg.epsilon_high}, beta {cfg.beta:g}, loss {cfg.loss_type}, {cfg.max_steps} updates of "
+             f"{plan['completions_per_update']} completions ({plan['prompts_per_update']:g} prompts), "
+             f"{plan['updates_per_rollout']} update(s)/rollout, stratified batches {cfg.stratify_batches}, "
+             f"seed {cfg.seed}, response prefix {cfg.response_prefix!r}"]
+    if wall_s is not None:
+        lines.append(f"- wall time of this call: {wall_s / 60:.1f} min")
+    if before or after:
+        lines += ["", "## Held-out chunks: before vs after", "",
+                  f"{(before or after)['n']} chunks ({(before or after)['n_positive']} Positive / "
+                  f"{(before or after)['n_negative']} Negative), greedy verdicts.", "",
+                  "| metric | before | after |", "|---|---|---|"]
+        for key, name in _REPORT_ROWS:
+            lines.append(f"| {name} | {_fmt((before or {}).get(key))} | {_fmt((after or {}).get(key))} |")
+    train = [e for e in log_history if "loss" in e]
+    if train:
+        last = train[-1]
+        lines += ["", "## Training (last logged update)", "", "| metric | value |", "|---|---|"]
+        for key in ("step", "reward", "verdict/positive_share", "verdict/unparsed_share", "entropy",
+                    "frac_reward_zero_std"):
+            if key in last:
+                lines.append(f"| {key} | {_fmt(last[key])} |")
+    lines += ["", "![training curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
 def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[RewardFunc] = ()) -> Path:
     """GRPO-train ``config.model`` as a stepwise judge; returns the ``out/final`` checkpoint.
 
@@ -403,8 +469,23 @@ def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewar
     """
     from stepjudge.utils.io import atomic_write_json
 
+    import json
+    import time
+
     cfg = config if isinstance(config, JudgeRLConfig) else JudgeRLConfig(**config)
     out = Path(cfg.out)
+    t0 = time.perf_counter()
+    before = None
+    if cfg.heldout_data:  # scored once; a resumed run reuses it
+        before_path = out / "eval_before.json"
+        if before_path.exists():
+            before = json.loads(before_path.read_text())
+        else:
+            from stepjudge.models.registry import resolve_model
+
+            before = evaluate_heldout(cfg, str(resolve_model(cfg.model)))
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(before_path, before)
     trainer = make_trainer(cfg, extra_reward_funcs)
     resume = find_last_checkpoint(out)
     if resume is not None:
@@ -426,6 +507,19 @@ def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewar
         os.replace(tmp, final)
         atomic_write_json(out / "train_log.json", trainer.state.log_history)
         plot_curves(trainer.state.log_history, out / "curves.png")
-        log.info("judge RL done: %d steps, model in %s", trainer.state.global_step, final)
+        after = None
+        if cfg.heldout_data:
+            after = evaluate_heldout(cfg, str(final))
+            atomic_write_json(out / "eval_after.json", after)
+        from stepjudge.utils.io import atomic_write_text
+
+        atomic_write_text(out / "report.md", judge_report_markdown(
+            cfg, trainer.state.log_history, _summary(before), _summary(after), time.perf_counter() - t0))
+        log.info("judge RL done: %d steps, model in %s, report %s", trainer.state.global_step, final,
+                 out / "report.md")
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def _summary(result: dict | None) -> dict | None:
+    return None if result is None else {k: v for k, v in result.items() if k != "predictions"}

@@ -148,3 +148,26 @@ def test_score_rejects_bad_lines(tmp_path):
         score_predictions_file(f)
     f.write_text('{"id": "gsm8k-0", "prediction": "one"}\n')
     assert cli_main(["eval", "processbench", "--score", str(f)]) == 1
+
+
+def test_verdict_only_judge_gets_its_prompt_and_prefilled_answer(tmp_path):
+    from stepjudge.engines.hf import HFEngine
+
+    class Recording(HFEngine):
+        seen: list = []
+
+        def generate(self, prompts, params):
+            self.seen.extend(prompts)
+            return super().generate(prompts, params)
+
+    engine = Recording("tiny-random")
+    case = ProcessBenchCase(id="gsm8k-y", subset="gsm8k", generator="g", problem="Start with 4. Add 3.",
+                            steps=["4 + 3 = 7", "\\boxed{7}"], label=-1, final_answer_correct=True)
+    run = ProcessBenchRun(_cfg(tmp_path, judge_prompt="no-cot", response_prefix="\\boxed{", max_tokens=3),
+                          engine=engine, cases=[case], progress=False)
+    run.run()
+    first = engine.seen[0]
+    assert isinstance(first, str) and first.endswith("<|im_start|>assistant\n\\boxed{")
+    assert "Reply with only \\boxed{Positive}" in first and "4 + 3 = 7" in first
+    rec = json.loads((Path(run.out) / "predictions.jsonl").read_text().splitlines()[0])
+    assert all(o.startswith("\\boxed{") for j in rec["judgements"] for o in j["outputs"])

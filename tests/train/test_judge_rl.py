@@ -137,7 +137,8 @@ def test_tiny_grpo_run_trains_saves_and_resumes(tmp_path, judge_data):
     from stepjudge.models.registry import resolve_model
 
     out = tmp_path / "run"
-    cfg = _tiny_cfg(judge_data, out, eval_data=str(judge_data), eval_steps=2)
+    cfg = _tiny_cfg(judge_data, out, eval_data=str(judge_data), eval_steps=2, heldout_data=str(judge_data),
+                    heldout_max_tokens=4)
     t0 = time.perf_counter()
     final = train_judge(cfg, extra_reward_funcs=[length_reward])
     print(f"tiny GRPO: {time.perf_counter() - t0:.1f} s for 2 steps incl. model load and saving")
@@ -159,6 +160,12 @@ def test_tiny_grpo_run_trains_saves_and_resumes(tmp_path, judge_data):
     (evaluation,) = [e for e in log if "eval_reward" in e]  # held-out pass at step 2, same metrics
     assert evaluation["step"] == 2 and "eval_verdict/unparsed_share" in evaluation
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = json.loads((out / "eval_before.json").read_text())
+    after = json.loads((out / "eval_after.json").read_text())
+    assert before["n"] == after["n"] == 8 and before["model"] != after["model"]
+    assert len(after["predictions"]) == 8
+    report = (out / "report.md").read_text()
+    assert "| balanced F1 |" in report and "![training curves](curves.png)" in report
 
     engine = HFEngine(str(final))
     (result,) = engine.generate(["Is this step right?"], SamplingParams(max_tokens=4, temperature=0))
@@ -255,3 +262,19 @@ def test_cli_train_judge_errors_and_help(capsys):
     with pytest.raises(SystemExit) as e:
         cli_main.main(["train", "judge", "--help"])
     assert e.value.code == 0 and "resumes" in capsys.readouterr().out
+
+
+def test_report_tables_before_and_after(tmp_path):
+    from stepjudge.train.judge import judge_report_markdown
+
+    cfg = JudgeRLConfig(**_tiny_cfg(tmp_path / "d.jsonl", tmp_path / "run", response_prefix="\\boxed{"))
+    before = {"n": 4, "n_positive": 2, "n_negative": 2, "accuracy": 50.0, "acc_positive": 100.0,
+              "acc_negative": 0.0, "balanced_f1": 0.0, "auroc": 0.5, "predicted_positive_fraction": 1.0,
+              "unparsed_fraction": 0.0}
+    after = {**before, "accuracy": 75.0, "acc_negative": 50.0, "balanced_f1": 200 / 3, "auroc": 0.75}
+    md = judge_report_markdown(cfg, [{"step": 2, "loss": 0.1, "reward": 0.5}], before, after, 90.0)
+    assert "| balanced F1 | 0.000 | 66.7 |" in md
+    assert "| AUROC of P(Positive) | 0.500 | 0.750 |" in md
+    assert "| accuracy (%) | 50.0 | 75.0 |" in md
+    assert "4 chunks (2 Positive / 2 Negative)" in md and "1.5 min" in md
+    assert "response prefix '\\\\boxed{'" in md
