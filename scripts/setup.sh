@@ -40,5 +40,18 @@ if [[ ! -f "$STAMP" ]]; then
 else
   echo "[setup] packages already installed ($STAMP)"
 fi
+if [[ -n "$EXTRAS" ]] && ! command -v chromium >/dev/null; then
+  # The report test renders report.html in headless Chromium (Debian's chromium + chromium-driver).
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "[setup] installing Debian chromium + chromium-driver (headless report test)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >>"$LOG" 2>&1; then
+      cat "$LOG" >&2
+      echo "[setup] FAILED: apt-get install chromium chromium-driver" >&2
+      exit 1
+    fi
+  else
+    echo "[setup] chromium not found and apt-get unavailable: the headless report test will be skipped"
+  fi
+fi
 echo "[setup] embedded model (built once, ~30 s; cache: ${STEPJUDGE_CACHE:-~/.cache/stepjudge})"
 .venv/bin/stepjudge models resolve smollm2-135m

@@ -11,7 +11,8 @@ from stepjudge import __version__
 from stepjudge.errors import StepJudgeError
 
 VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.train", "stepjudge.cli.serve",
-                "stepjudge.cli.models")
+                "stepjudge.cli.models", "stepjudge.cli.rerank", "stepjudge.cli.solve",
+                "stepjudge.cli.pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

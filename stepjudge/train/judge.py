@@ -467,10 +467,10 @@ def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewar
     ``extra_reward_funcs`` (Python API only) are added to the configured rewards, each with TRL's
     reward signature: e.g. a shaped reward for a smoke test whose random model never boxes a verdict.
     """
-    from stepjudge.utils.io import atomic_write_json
-
     import json
     import time
+
+    from stepjudge.utils.io import atomic_write_json
 
     cfg = config if isinstance(config, JudgeRLConfig) else JudgeRLConfig(**config)
     out = Path(cfg.out)

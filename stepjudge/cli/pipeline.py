@@ -1,0 +1,55 @@
+"""``stepjudge pipeline CONFIG``: the whole StepWiser loop from one YAML, resumable, with one report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from stepjudge.cli.common import load_yaml
+
+DESCRIPTION = """\
+Run the StepWiser loop from one YAML: annotate (sample solutions, Monte-Carlo rollouts, chunk labels)
+-> judge_data (judge prompts, balanced train split, held-out split by problem) -> judge (GRPO, with
+held-out scores before and after) -> processbench (a ProcessBench slice, base vs trained judge) ->
+chunk_reset (Chunk-Reset reasoning vs the policy alone) -> best_of_n (judge best-of-N and weighted
+voting vs majority voting) -> report (report.html + report.md with every stage's tables and plots).
+
+Everything goes into one run folder (`out:` in the YAML, or --out). A stage whose output already
+exists is skipped, so re-running the same command after a crash continues where it stopped, and
+`--stages report` rebuilds only the report. Stage sections of the YAML take the options of the
+stage's own command (stepjudge annotate / train judge-data / train judge / eval processbench /
+solve / rerank); the pipeline fills in the paths between them.
+"""
+
+EPILOG = """\
+examples:
+  stepjudge pipeline configs/pipeline_quickstart.yaml            # embedded model, ~15 min on 2 cores
+  stepjudge pipeline configs/pipeline_quickstart.yaml --stages report
+  stepjudge pipeline configs/pipeline_qwen1.5b_gpu.yaml          # paper-scale recipe (GPUs)
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pipeline", help="run the whole StepWiser loop from one YAML (resumable)",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="pipeline YAML (see configs/pipeline_quickstart.yaml)")
+    p.add_argument("--out", help="run folder (overrides `out:` in the YAML)")
+    p.add_argument("--stages", nargs="+", help="run only these stages, in the given order (e.g. report)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stepjudge.pipeline import Pipeline, PipelineConfig
+
+    base = load_yaml(args.config)
+    if args.out:
+        base["out"] = args.out
+    if args.stages:
+        base["stages"] = [s for item in args.stages for s in item.split(",") if s]
+    pipeline = Pipeline(PipelineConfig(**base), progress=not args.no_progress)
+    state = pipeline.run()
+    print(json.dumps(state, indent=1))
+    print(f"report: {pipeline.out / 'report.html'} (and report.md)")
+    return 0

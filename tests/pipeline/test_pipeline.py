@@ -1,0 +1,110 @@
+"""`stepjudge pipeline`: stages connect through one run folder, finished stages are skipped."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from stepjudge.cli.main import main as cli_main
+from stepjudge.data.loaders import find_data_root
+from stepjudge.pipeline import Pipeline, PipelineConfig
+
+torch.set_num_threads(1)
+needs_data = pytest.mark.skipif(find_data_root() is None, reason="../shared/data not found")
+
+
+def _rec(pid, si, chunks, labels):
+    return {"problem_id": pid, "problem": f"Start with {si}. Add 2.", "sample_index": si, "status": "annotated",
+            "chunks": chunks, "labels": {"abs-q": labels, "rel-ratio": labels, "rel-effective": labels}}
+
+
+def _annotated_folder(out: Path) -> None:
+    """An annotate stage that already finished (its outputs, as `stepjudge annotate` writes them)."""
+    ann = out / "annotate"
+    ann.mkdir(parents=True)
+    recs = [_rec(f"p{i}", s, [f"{i} + 2 = {i + 2}", f"{i + 2} + 1 = {i + 4}"], [1, 0])
+            for i in range(4) for s in range(2)]
+    (ann / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (ann / "report.json").write_text(json.dumps({"problems": 4, "solutions": 8, "solutions_annotated": 8,
+                                                 "chunks": 16, "class_balance": {}}))
+
+
+def _config(out: Path, **kw) -> dict:
+    return {"out": str(out), "policy": "tiny-random",
+            "stages": ["annotate", "judge_data", "judge", "processbench", "report"],
+            "annotate": {"arith": {"n": 4}},
+            "judge_data": {"format": "no-cot", "heldout_problems": 1},
+            "judge": {"max_steps": 1, "num_generations": 2, "per_device_batch_size": 4,
+                      "max_completion_length": 4, "max_prompt_length": 512, "heldout_max_tokens": 4,
+                      "learning_rate": 1e-3, "save_steps": 50, "use_cpu": True},
+            "processbench": {"subsets": ["gsm8k"], "limit": 2, "balanced": True},
+            **kw}
+
+
+@needs_data
+def test_pipeline_runs_missing_stages_and_skips_finished_ones(tmp_path):
+    out = tmp_path / "run"
+    _annotated_folder(out)
+    state = Pipeline(_config(out), progress=False).run()
+    ran = {s: v["last_run"] for s, v in state["stages"].items()}
+    assert ran == {"annotate": "skipped", "judge_data": "ran", "judge": "ran", "processbench": "ran",
+                   "report": "ran"}
+    stats = json.loads((out / "judge_data" / "stats.json").read_text())
+    assert stats["train"]["problems"] == 3 and stats["heldout"]["problems"] == 1
+    for f in ("judge/final/model.safetensors", "judge/eval_before.json", "judge/eval_after.json",
+              "processbench_before/summary.json", "processbench_after/summary.json", "report.html",
+              "report.md", "results.json", "summary.png"):
+        assert (out / f).exists(), f
+    pb_after = json.loads((out / "processbench_after" / "run.json").read_text())["config"]
+    assert pb_after["judge"] == str(out / "judge" / "final") and pb_after["response_prefix"] == "\\boxed{"
+    assert pb_after["judge_prompt"] == "no-cot"
+
+    model = out / "judge" / "final" / "model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    state = Pipeline(_config(out), progress=False).run()  # everything done: only the report is rebuilt
+    assert {s: v["last_run"] for s, v in state["stages"].items()} == {
+        "annotate": "skipped", "judge_data": "skipped", "judge": "skipped", "processbench": "skipped",
+        "report": "ran"}
+    assert model.stat().st_mtime_ns == stamp
+    assert state["stages"]["judge"]["seconds"] > 0  # the time of the run that did it is kept
+
+    (out / "processbench_after" / "summary.json").unlink()  # a stage interrupted before its end
+    state = Pipeline(_config(out), progress=False).run()
+    assert state["stages"]["processbench"]["last_run"] == "ran" and state["stages"]["judge"]["last_run"] == "skipped"
+    assert model.stat().st_mtime_ns == stamp
+
+
+def test_changed_settings_under_a_finished_run_are_refused(tmp_path):
+    from stepjudge.errors import RunFolderError
+
+    out = tmp_path / "run"
+    _annotated_folder(out)
+    cfg = _config(out, stages=["annotate"])
+    Pipeline(cfg, progress=False).run()
+    with pytest.raises(RunFolderError, match="judge_data"):
+        Pipeline({**cfg, "judge_data": {"format": "no-cot", "scheme": "abs-q"}}, progress=False).run()
+
+
+def test_typos_in_stage_sections_fail_before_anything_runs(tmp_path):
+    with pytest.raises(ValidationError, match="rollotus"):
+        PipelineConfig(**_config(tmp_path, annotate={"rollotus": 4}))
+    with pytest.raises(ValidationError, match="learning_rat"):
+        PipelineConfig(**_config(tmp_path, judge={"learning_rat": 1e-5}))
+
+
+def test_cli_help_and_report_only(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["pipeline", "--help"])
+    assert e.value.code == 0
+    assert "skipped" in capsys.readouterr().out
+    out = tmp_path / "run"
+    _annotated_folder(out)
+    cfg = tmp_path / "p.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(_config(out)))
+    assert cli_main(["pipeline", str(cfg), "--stages", "report", "--no-progress"]) == 0
+    assert (out / "report.html").exists() and not (out / "judge").exists()
+    assert "Annotation" in (out / "report.md").read_text()
