@@ -118,22 +118,39 @@ def _tables(results: Mapping[str, Any], state: Mapping | None, out: Path) -> lis
     return tables
 
 
+_CR_ROWS = (("accuracy", "accuracy (%)"), ("mean_accepted_tokens", "accepted length (tokens, mean)"),
+            ("mean_rejected_tokens", "rejected length (tokens, mean)"), ("judge_calls", "judge calls"),
+            ("judge_calls_per_problem", "judge calls per problem"), ("resets", "chunks re-sampled"),
+            ("kept_after_max", "chunks kept after max tries"), ("mean_chunks", "chunks per solution"))
+_CR_NAMES = {"chunk_reset": "Chunk-Reset", "baseline": "no judge"}
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
 def _chunk_reset_rows(cr: Mapping) -> tuple[list[str], list[list[str]]]:
-    """Accepts the solve summary with ``judge``/``baseline`` blocks (or a flat one-run summary)."""
-    runs = {k: v for k, v in cr.items() if isinstance(v, Mapping) and "accuracy" in v}
-    if not runs and "accuracy" in cr:
-        runs = {"judge": cr}
-    keys = sorted({k for v in runs.values() for k, x in v.items() if isinstance(x, (int, float))})
-    header = ["metric", *runs]
-    return header, [[k, *(_fmt(v.get(k)) for v in runs.values())] for k in keys]
+    """`stepjudge solve`'s summary.json: one column per method (Chunk-Reset, the no-judge baseline)."""
+    methods = cr.get("methods", {})
+    header = ["metric", *(_CR_NAMES.get(m, m) for m in methods)]
+    rows = []
+    for key, name in _CR_ROWS:
+        fmt = _pct if key == "accuracy" else _fmt
+        rows.append([name, *(fmt(v.get(key)) for v in methods.values())])
+    return header, rows
 
 
 def _best_of_n_rows(bon: Mapping) -> tuple[list[str], list[list[str]]]:
-    flat = {k: v for k, v in bon.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    nested = bon.get("accuracy") if isinstance(bon.get("accuracy"), Mapping) else {}
-    rows = [[f"accuracy: {k}", _fmt(v)] for k, v in nested.items()]
-    rows += [[k, _fmt(v)] for k, v in flat.items()]
-    return ["", "value"], rows
+    """`stepjudge rerank`'s summary.json: accuracy of each way of picking one of the N answers."""
+    from stepjudge.infer.best_of_n import METHOD_NAMES
+
+    n = bon.get("problems")
+    rows = [[METHOD_NAMES.get(m, m), _pct(acc), f"{bon.get('correct_problems', {}).get(m)} / {n}"]
+            for m, acc in bon.get("accuracy", {}).items()]
+    rows.append(["judge calls (chunks scored)", str(bon.get("judge_calls")), ""])
+    rows.append(["mean judge score: correct / wrong samples",
+                 f"{_fmt(bon.get('mean_score_correct'))} / {_fmt(bon.get('mean_score_wrong'))}", ""])
+    return ["method", "accuracy (%)", "correct / problems"], rows
 
 
 # ----------------------------------------------------------------------------------- plot
@@ -151,14 +168,15 @@ def headline_numbers(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         panels["ProcessBench avg F1"] = {"before": pb_b["metrics"].get("average_f1") or 0.0,
                                          "after": pb_a["metrics"].get("average_f1") or 0.0}
     cr = results["chunk_reset"]
-    if cr:
-        runs = {k: v for k, v in cr.items() if isinstance(v, Mapping) and "accuracy" in v}
-        if runs:
-            panels["Chunk-Reset accuracy"] = {k: float(v["accuracy"]) for k, v in runs.items()}
+    if cr and cr.get("methods"):
+        panels["Chunk-Reset accuracy (%)"] = {_CR_NAMES.get(k, k): 100 * (v.get("accuracy") or 0.0)
+                                              for k, v in cr["methods"].items()}
     bon = results["best_of_n"]
     if bon and isinstance(bon.get("accuracy"), Mapping):
-        panels["best-of-N accuracy"] = {k: float(v) for k, v in bon["accuracy"].items()
-                                        if isinstance(v, (int, float))}
+        names = {"first": "pass@1", "majority": "majority", "best_of_n": "judge best", "weighted": "judge-weighted",
+                 "oracle": "oracle"}
+        panels["best-of-N accuracy (%)"] = {names.get(k, k): 100 * v for k, v in bon["accuracy"].items()
+                                            if isinstance(v, (int, float))}
     return panels
 
 

@@ -84,8 +84,11 @@ class PipelineConfig(BaseModel):
 
     def judge_spec(self) -> dict[str, Any]:
         prefix = self.response_prefix
-        return {"prompt": self.judge_prompt, "response_prefix": prefix,
-                "score": "token-prob" if prefix else "votes"}
+        if prefix:  # verdict-only judge: P(Positive) from the verdict token after the prefix
+            return {"prompt": self.judge_prompt, "response_prefix": prefix, "score": "token-prob"}
+        # a reasoning judge: greedy, as long as it was trained to write (one vote; raise votes for shares)
+        return {"prompt": self.judge_prompt, "response_prefix": "", "score": "votes", "votes": 1,
+                "temperature": 0.0, "max_tokens": int(self.judge.get("max_completion_length", 3096))}
 
 
 def _annotate_cfg(cfg: PipelineConfig, out: Path):
@@ -139,8 +142,10 @@ def _with_models(cfg: PipelineConfig, out: Path, model_cls: Any, section: dict, 
     """Fill the policy, the trained judge and its prompt settings into a solve/rerank section."""
     fields = model_cls.model_fields
     filled: dict[str, Any] = {}
+    engine = cfg.engine.model_dump()
     for key, value in (("policy", cfg.policy), ("judge", str(out / "judge" / "final")),
-                       ("judge_spec", cfg.judge_spec()), ("out", str(out / name))):
+                       ("judge_spec", cfg.judge_spec()), ("out", str(out / name)), ("engine", engine),
+                       ("policy_engine", engine), ("judge_engine", engine)):
         if key in fields:
             filled[key] = value
     if "prompt_style" in fields and "prompt_style" in cfg.annotate:

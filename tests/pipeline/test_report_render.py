@@ -32,9 +32,17 @@ def _fake_run(out: Path) -> None:
         (out / name / "summary.json").write_text(json.dumps({"metrics": {
             "gsm8k": {"n": 12, "acc_error": f1, "acc_correct": 100.0, "f1": f1}, "average_f1": f1}}))
     (out / "chunk_reset").mkdir()
-    (out / "chunk_reset" / "summary.json").write_text(json.dumps({
-        "judge": {"accuracy": 40.0, "accepted_tokens": 20.5, "rejected_tokens": 6.0, "judge_calls": 3.0},
-        "baseline": {"accuracy": 30.0, "accepted_tokens": 19.0, "rejected_tokens": 0.0, "judge_calls": 0.0}}))
+    (out / "chunk_reset" / "summary.json").write_text(json.dumps({"methods": {
+        "chunk_reset": {"accuracy": 0.4, "mean_accepted_tokens": 20.5, "mean_rejected_tokens": 6.0,
+                        "judge_calls": 30},
+        "baseline": {"accuracy": 0.3, "mean_accepted_tokens": 19.0, "mean_rejected_tokens": 0.0,
+                     "judge_calls": 0}}}))
+    (out / "best_of_n").mkdir()
+    (out / "best_of_n" / "summary.json").write_text(json.dumps({
+        "problems": 4, "accuracy": {"first": 0.25, "majority": 0.5, "best_of_n": 0.75, "weighted": 0.5,
+                                    "oracle": 1.0},
+        "correct_problems": {"first": 1, "majority": 2, "best_of_n": 3, "weighted": 2, "oracle": 4},
+        "judge_calls": 40, "mean_score_correct": 0.8, "mean_score_wrong": 0.6}))
 
 
 def test_report_tables_and_headline_numbers(tmp_path):
@@ -44,11 +52,15 @@ def test_report_tables_and_headline_numbers(tmp_path):
     assert head["held-out judge balanced F1"] == {"before": 0.0, "after": 200 / 3}
     assert head["held-out judge AUROC"] == {"before": 0.5, "after": 0.75}
     assert head["ProcessBench avg F1"] == {"before": 0.0, "after": 25.0}
-    assert head["Chunk-Reset accuracy"] == {"judge": 40.0, "baseline": 30.0}
+    assert head["Chunk-Reset accuracy (%)"] == {"Chunk-Reset": 40.0, "no judge": 30.0}
+    assert head["best-of-N accuracy (%)"] == {"pass@1": 25.0, "majority": 50.0, "judge best": 75.0,
+                                              "judge-weighted": 50.0, "oracle": 100.0}
     md = (tmp_path / "report.md").read_text()
     assert "| balanced F1 | 0.0 | 66.7 |" in md and "| AUROC of P(Positive) | 0.500 | 0.750 |" in md
     assert "| gsm8k | 12 | 0.0 | 25.0 | 100.0 | 100.0 | 0.0 | 25.0 |" in md
-    assert "| accuracy | 40.0 | 30.0 |" in md and "| judge | ran | 12.5 |" in md
+    assert "| accuracy (%) | 40.0 | 30.0 |" in md and "| judge | ran | 12.5 |" in md
+    assert "| rejected length (tokens, mean) | 6.0 | 0.0 |" in md
+    assert "| judge best-of-N | 75.0 | 3 / 4 |" in md and "| majority vote | 50.0 | 2 / 4 |" in md
     assert "![Headline numbers](summary.png)" in md
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "predictions" not in saved["judge_before"] and saved["headline"] == json.loads(json.dumps(head))
