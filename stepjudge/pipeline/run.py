@@ -129,7 +129,8 @@ def _processbench_cfgs(cfg: PipelineConfig, out: Path):
 def _chunk_reset_cfg(cfg: PipelineConfig, out: Path):
     from stepjudge.infer.chunk_reset import ChunkResetConfig
 
-    return ChunkResetConfig(**_with_models(cfg, out, ChunkResetConfig, cfg.chunk_reset, "chunk_reset"))
+    section = {"reset": True, **cfg.chunk_reset}  # the stage exists to compare the judge with no judge
+    return ChunkResetConfig(**_with_models(cfg, out, ChunkResetConfig, section, "chunk_reset"))
 
 
 def _best_of_n_cfg(cfg: PipelineConfig, out: Path):

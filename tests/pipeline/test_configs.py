@@ -41,6 +41,7 @@ def test_quickstart_wires_every_stage_to_the_previous_ones():
         assert stage.judge_spec.prompt == "no-cot" and stage.judge_spec.score == "token-prob"
         assert stage.arith.seed == 1  # new problems, not the annotated ones
     assert _chunk_reset_cfg(cfg, out).out == str(out / "chunk_reset")
+    assert _chunk_reset_cfg(cfg, out).reset and _chunk_reset_cfg(cfg, out).max_tries == 5
 
 
 def test_solve_stage_defaults_to_unseen_problems_of_the_annotated_kind(tmp_path):
