@@ -81,6 +81,9 @@ def register(subparsers) -> None:
     j.add_argument("--probabilities", action="store_true",
                    help="also read P(Positive) from the verdict token after --response-prefix and report "
                         "AUROC (hf engine)")
+    j.add_argument("--calibrate-on", metavar="TRAIN.jsonl",
+                   help="with --probabilities: also score held-out chunks at the P(Positive) cut that "
+                        "maximises balanced accuracy on these (training) rows")
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     add_engine_flags(j)
@@ -98,9 +101,17 @@ def run_judge_eval(args: argparse.Namespace) -> int:
     rows = read_jsonl(args.data)
     engine_cfg = EngineConfig(**merge_flags({"model": args.judge}, args, {k: v.split(".", 1)[1]
                                                                           for k, v in ENGINE_KEYS.items()}))
-    result = evaluate_judge_rows(make_engine(engine_cfg), rows, protocol=args.protocol, votes=args.votes,
+    engine = make_engine(engine_cfg)
+    result = evaluate_judge_rows(engine, rows, protocol=args.protocol, votes=args.votes,
                                  max_tokens=args.max_tokens, seed=args.seed, response_prefix=args.response_prefix,
                                  probabilities=args.probabilities)
+    if args.calibrate_on:
+        if not args.probabilities:
+            raise SystemExit("--calibrate-on needs --probabilities")
+        from stepjudge.eval.judge_heldout import calibrated_metrics
+
+        result["calibrated"] = calibrated_metrics(engine, read_jsonl(args.calibrate_on), result["predictions"],
+                                                  args.response_prefix)
     preds = result.pop("predictions")
     result.update(judge=args.judge, data=args.data, response_prefix=args.response_prefix)
     if args.out:

@@ -27,7 +27,7 @@ from stepjudge.eval.metrics import auroc, harmonic_f1, subset_scores
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.verdicts import majority_verdict, parse_prm_verdict
 
-__all__ = ["judge_metrics", "evaluate_judge_rows", "first_error_f1", "first_error_from_verdicts",
+__all__ = ["judge_metrics", "evaluate_judge_rows", "calibrated_metrics", "first_error_f1", "first_error_from_verdicts",
            "predicted_first_errors"]
 
 Verdict = Literal["Positive", "Negative"]
@@ -155,6 +155,26 @@ def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
             p["verdict"] = unparsed_as
     return {**metrics, "protocol": protocol, "votes": votes if protocol == "generative" else 1,
             "predictions": preds}
+
+
+def calibrated_metrics(engine: Engine, train_rows: Sequence[Mapping], heldout_preds: Sequence[Mapping],
+                       response_prefix: str = "\\boxed{") -> dict:
+    """Held-out scores with the P(Positive) cut fitted on the *train* rows (never on held-out data).
+
+    A small judge's probabilities can rank chunks while sitting above 0.5 for all of them; this says
+    how much of that ranking a fixed, train-chosen cut (:func:`stepjudge.judge.scoring.calibrate_threshold`)
+    turns into right verdicts. ``heldout_preds`` are predictions with ``p_positive`` (from
+    :func:`evaluate_judge_rows` with ``probabilities=True``).
+    """
+    from stepjudge.judge.scoring import calibrate_threshold, positive_probabilities
+
+    probs = positive_probabilities(engine, [r["prompt"] for r in train_rows], response_prefix)
+    labels = [_as_verdict(r["label"]) for r in train_rows]
+    cut = calibrate_threshold(probs, [y == POSITIVE for y in labels])
+    train = judge_metrics(labels, [POSITIVE if p >= cut else NEGATIVE for p in probs])
+    held = judge_metrics([p["label"] for p in heldout_preds],
+                         [POSITIVE if p["p_positive"] >= cut else NEGATIVE for p in heldout_preds])
+    return {"threshold": cut, "train_balanced_f1": train["balanced_f1"], **held}
 
 
 # ------------------------------------------------------------------------------- first-error F1

@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["verdict_token_ids", "positive_probabilities"]
+__all__ = ["verdict_token_ids", "positive_probabilities", "calibrate_threshold"]
 
 
 def _first_new_token(tokenizer: Any, context: str, word: str) -> int:
@@ -59,3 +59,31 @@ def positive_probabilities(engine: Any, prompts: Sequence[Any], response_prefix:
         a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
         out.append(a / (a + b))
     return out
+
+
+def calibrate_threshold(probs: Sequence[float], positive: Sequence[bool]) -> float:
+    """The P(Positive) cut that maximises balanced accuracy (mean of the two per-class accuracies).
+
+    Meant for the judge's *training* split: a judge whose probabilities are all shifted towards
+    Positive (a 135M verdict-only judge says Positive with p ~ 0.9 for nearly every chunk) can still
+    rank chunks, and a cut placed where the training chunks separate turns that ranking into
+    verdicts. Candidates are midpoints between consecutive distinct probabilities (plus 0 and 1);
+    among equally good cuts the one nearest 0.5 wins, and the default 0.5 itself wins any tie, so an
+    uninformative judge keeps it.
+    """
+    if len(probs) != len(positive):
+        raise ValueError(f"{len(probs)} probabilities but {len(positive)} labels")
+    n_pos = sum(bool(y) for y in positive)
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        raise ValueError("calibration needs chunks of both classes")
+    values = sorted(set(probs))
+    cuts = [0.5, 0.0, *((a + b) / 2 for a, b in zip(values, values[1:], strict=False)), 1.0 + 1e-12]
+    best, best_score = 0.5, -1.0
+    for t in cuts:
+        tp = sum(p >= t and y for p, y in zip(probs, positive, strict=True))
+        tn = sum(p < t and not y for p, y in zip(probs, positive, strict=True))
+        score = (tp / n_pos + tn / n_neg) / 2
+        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and abs(t - 0.5) < abs(best - 0.5)):
+            best, best_score = t, score
+    return min(best, 1.0)

@@ -35,6 +35,13 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+def _dig(result: Mapping | None, dotted: str) -> Any:
+    node: Any = result or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
 def _strip(result: Mapping | None) -> dict | None:
     return None if result is None else {k: v for k, v in result.items() if k != "predictions"}
 
@@ -85,8 +92,11 @@ def _tables(results: Mapping[str, Any], state: Mapping | None, out: Path) -> lis
     if before or after:
         keys = [("accuracy", "accuracy (%)"), ("acc_positive", "acc. Positive chunks (%)"),
                 ("acc_negative", "acc. Negative chunks (%)"), ("balanced_f1", "balanced F1"),
-                ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive")]
-        rows = [[name, _fmt((before or {}).get(k)), _fmt((after or {}).get(k))] for k, name in keys]
+                ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive"),
+                ("calibrated.threshold", "P(Positive) cut fitted on the train split"),
+                ("calibrated.balanced_f1", "balanced F1 at that cut"),
+                ("calibrated.accuracy", "accuracy at that cut (%)")]
+        rows = [[name, _fmt(_dig(before, k)), _fmt(_dig(after, k))] for k, name in keys]
         ref = before or after
         title = (f"Judge on held-out chunks ({ref['n']}: {ref['n_positive']} Positive / {ref['n_negative']} "
                  "Negative), before vs after RL")
@@ -133,7 +143,11 @@ def _chunk_reset_rows(cr: Mapping) -> tuple[list[str], list[list[str]]]:
     """`stepjudge solve`'s summary.json: one column per method (Chunk-Reset, the no-judge baseline)."""
     methods = cr.get("methods", {})
     header = ["metric", *(_CR_NAMES.get(m, m) for m in methods)]
+    spec = cr.get("judge_spec") or {}
     rows = []
+    if spec.get("score") == "token-prob":
+        rows.append(["judge rejects when P(Positive) <", *(_fmt(spec.get("threshold")) if m == "chunk_reset" else ""
+                                                          for m in methods)])
     for key, name in _CR_ROWS:
         fmt = _pct if key == "accuracy" else _fmt
         rows.append([name, *(fmt(v.get(key)) for v in methods.values())])

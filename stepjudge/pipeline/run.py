@@ -63,6 +63,10 @@ class PipelineConfig(BaseModel):
         default_factory=lambda: {"subsets": ["gsm8k"], "limit": 12, "balanced": True},
         description="`stepjudge eval processbench` options (the judge is filled in)")
     chunk_reset: dict[str, Any] = Field(default_factory=dict, description="`stepjudge solve` options")
+    calibrated_threshold: bool = Field(
+        True, description="Chunk-Reset rejects chunks below the trained judge's P(Positive) cut fitted on the "
+                          "judge's *train* split (judge/eval_after.json), unless chunk_reset.judge_spec sets "
+                          "a threshold; off = the plain 0.5 cut")
     best_of_n: dict[str, Any] = Field(default_factory=dict, description="`stepjudge rerank` options")
 
     @model_validator(mode="after")
@@ -238,7 +242,15 @@ class Pipeline:
     def _run_chunk_reset(self) -> None:
         from stepjudge.infer.chunk_reset import run_chunk_reset
 
-        run_chunk_reset(_chunk_reset_cfg(self.config, self.out))
+        cfg = _chunk_reset_cfg(self.config, self.out)
+        explicit = "threshold" in (self.config.chunk_reset.get("judge_spec") or {})
+        after = self.out / "judge" / "eval_after.json"
+        if self.config.calibrated_threshold and not explicit and after.exists():
+            cut = (json.loads(after.read_text()).get("calibrated") or {}).get("threshold")
+            if cut is not None:
+                log.info("pipeline: Chunk-Reset uses the judge's train-calibrated cut P(Positive) >= %.4f", cut)
+                cfg = cfg.model_copy(update={"judge_spec": cfg.judge_spec.model_copy(update={"threshold": cut})})
+        run_chunk_reset(cfg)
 
     def _run_best_of_n(self) -> None:
         from stepjudge.infer.best_of_n import run_best_of_n

@@ -412,6 +412,11 @@ def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
         result = evaluate_judge_rows(engine, rows, max_tokens=cfg.heldout_max_tokens, seed=cfg.seed,
                                      response_prefix=cfg.response_prefix,
                                      probabilities=bool(cfg.response_prefix))
+        if cfg.response_prefix:
+            from stepjudge.eval.judge_heldout import calibrated_metrics
+
+            result["calibrated"] = calibrated_metrics(engine, load_judge_records(cfg.train_data),
+                                                      result["predictions"], cfg.response_prefix)
     finally:
         engine.close()
     result["model"] = model
@@ -421,7 +426,16 @@ def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
 _REPORT_ROWS = (("accuracy", "accuracy (%)"), ("acc_positive", "acc. on Positive chunks (%)"),
                 ("acc_negative", "acc. on Negative chunks (%)"), ("balanced_f1", "balanced F1"),
                 ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive"),
-                ("unparsed_fraction", "share unparsed"))
+                ("unparsed_fraction", "share unparsed"), ("calibrated.threshold", "train-calibrated P(Positive) cut"),
+                ("calibrated.balanced_f1", "balanced F1 at that cut"),
+                ("calibrated.accuracy", "accuracy at that cut (%)"))
+
+
+def _get(result: dict | None, dotted: str) -> Any:
+    node: Any = result or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _fmt(x: Any) -> str:
@@ -448,7 +462,7 @@ def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], befor
                   f"{(before or after)['n_negative']} Negative), greedy verdicts.", "",
                   "| metric | before | after |", "|---|---|---|"]
         for key, name in _REPORT_ROWS:
-            lines.append(f"| {name} | {_fmt((before or {}).get(key))} | {_fmt((after or {}).get(key))} |")
+            lines.append(f"| {name} | {_fmt(_get(before, key))} | {_fmt(_get(after, key))} |")
     train = [e for e in log_history if "loss" in e]
     if train:
         last = train[-1]

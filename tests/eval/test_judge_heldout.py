@@ -97,3 +97,25 @@ def test_discriminative_protocol_on_tiny_model(engine):
         assert p["verdict"] == (N if p["unparsed"] else {"+": P, "-": N}[p["raw"][0].strip()[0]])
     with pytest.raises(ValueError, match="protocol"):
         evaluate_judge_rows(engine, rows, protocol="other")
+
+
+def test_probabilities_auroc_and_train_calibrated_cut(engine):
+    from stepjudge.eval.judge_heldout import calibrated_metrics
+    from stepjudge.eval.metrics import auroc
+    from stepjudge.judge.dataset import to_no_cot_rows
+    from stepjudge.judge.scoring import calibrate_threshold, positive_probabilities
+
+    rows = to_no_cot_rows(chunk_examples(RECORDS))
+    res = evaluate_judge_rows(engine, rows, max_tokens=2, response_prefix="\\boxed{", probabilities=True)
+    probs = positive_probabilities(engine, [r["prompt"] for r in rows])
+    assert [p["p_positive"] for p in res["predictions"]] == pytest.approx(probs)
+    assert res["auroc"] == auroc([r["label"] == P for r in rows], probs)
+    train = rows[:2] + rows[3:]  # stand-in "train" rows with both classes
+    cal = calibrated_metrics(engine, train, res["predictions"])
+    t_probs = positive_probabilities(engine, [r["prompt"] for r in train])
+    assert cal["threshold"] == pytest.approx(calibrate_threshold(t_probs, [r["label"] == P for r in train]))
+    expected = judge_metrics([p["label"] for p in res["predictions"]],
+                             [P if p["p_positive"] >= cal["threshold"] else N for p in res["predictions"]])
+    assert {k: cal[k] for k in expected} == expected
+    with pytest.raises(ValueError, match="response_prefix"):
+        evaluate_judge_rows(engine, rows, probabilities=True)

@@ -44,3 +44,26 @@ def test_an_engine_without_token_probabilities_is_refused():
 
     with pytest.raises(ValueError, match="cannot read token probabilities"):
         positive_probabilities(Remote(), [[{"role": "user", "content": "x"}]])
+
+
+def test_calibrated_threshold_separates_shifted_probabilities():
+    from stepjudge.judge.scoring import calibrate_threshold
+
+    # every chunk looks "Positive" at 0.5, but the negatives sit lower: the cut goes between them
+    probs = [0.95, 0.93, 0.91, 0.88, 0.86, 0.84]
+    labels = [True, True, True, False, False, False]
+    assert calibrate_threshold(probs, labels) == pytest.approx((0.91 + 0.88) / 2)
+    assert calibrate_threshold([0.9, 0.7, 0.8, 0.6], [True, False, True, False]) == pytest.approx(0.75)
+    # two equally good cuts (balanced accuracy 5/6 at 0.35 and at 0.775): the one nearer 0.5 wins
+    assert calibrate_threshold([0.2, 0.3, 0.4, 0.75, 0.8, 0.9], [False, False, True, False, True, True]) \
+        == pytest.approx(0.35)
+    # 0.6 (Positive) below both negatives: the best cut (3/4) keeps only 0.9 above it
+    assert calibrate_threshold([0.9, 0.6, 0.8, 0.7], [True, True, False, False]) == pytest.approx(0.85)
+
+
+def test_uninformative_scores_keep_the_default_cut():
+    from stepjudge.judge.scoring import calibrate_threshold
+
+    assert calibrate_threshold([0.5, 0.5], [True, False]) == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        calibrate_threshold([0.2, 0.3], [True, True])

@@ -33,13 +33,14 @@ def _annotated_folder(out: Path) -> None:
 
 def _config(out: Path, **kw) -> dict:
     return {"out": str(out), "policy": "tiny-random",
-            "stages": ["annotate", "judge_data", "judge", "processbench", "report"],
+            "stages": ["annotate", "judge_data", "judge", "processbench", "chunk_reset", "report"],
             "annotate": {"arith": {"n": 4}},
             "judge_data": {"format": "no-cot", "heldout_problems": 1},
             "judge": {"max_steps": 1, "num_generations": 2, "per_device_batch_size": 4,
                       "max_completion_length": 4, "max_prompt_length": 512, "heldout_max_tokens": 4,
                       "learning_rate": 1e-3, "save_steps": 50, "use_cpu": True},
             "processbench": {"subsets": ["gsm8k"], "limit": 2, "balanced": True},
+            "chunk_reset": {"arith": {"n": 2}, "chunk_max_tokens": 4, "max_chunks": 2},
             **kw}
 
 
@@ -50,7 +51,7 @@ def test_pipeline_runs_missing_stages_and_skips_finished_ones(tmp_path):
     state = Pipeline(_config(out), progress=False).run()
     ran = {s: v["last_run"] for s, v in state["stages"].items()}
     assert ran == {"annotate": "skipped", "judge_data": "ran", "judge": "ran", "processbench": "ran",
-                   "report": "ran"}
+                   "chunk_reset": "ran", "report": "ran"}
     stats = json.loads((out / "judge_data" / "stats.json").read_text())
     assert stats["train"]["problems"] == 3 and stats["heldout"]["problems"] == 1
     for f in ("judge/final/model.safetensors", "judge/eval_before.json", "judge/eval_after.json",
@@ -60,13 +61,18 @@ def test_pipeline_runs_missing_stages_and_skips_finished_ones(tmp_path):
     pb_after = json.loads((out / "processbench_after" / "run.json").read_text())["config"]
     assert pb_after["judge"] == str(out / "judge" / "final") and pb_after["response_prefix"] == "\\boxed{"
     assert pb_after["judge_prompt"] == "no-cot"
+    # Chunk-Reset rejects below the cut fitted on the judge's train split, recorded in its run folder
+    cut = json.loads((out / "judge" / "eval_after.json").read_text())["calibrated"]["threshold"]
+    solve_cfg = json.loads((out / "chunk_reset" / "run.json").read_text())["config"]
+    assert solve_cfg["judge_spec"]["threshold"] == cut and solve_cfg["reset"] is True
+    assert solve_cfg["judge"] == str(out / "judge" / "final")
 
     model = out / "judge" / "final" / "model.safetensors"
     stamp = model.stat().st_mtime_ns
     state = Pipeline(_config(out), progress=False).run()  # everything done: only the report is rebuilt
     assert {s: v["last_run"] for s, v in state["stages"].items()} == {
         "annotate": "skipped", "judge_data": "skipped", "judge": "skipped", "processbench": "skipped",
-        "report": "ran"}
+        "chunk_reset": "skipped", "report": "ran"}
     assert model.stat().st_mtime_ns == stamp
     assert state["stages"]["judge"]["seconds"] > 0  # the time of the run that did it is kept
 

@@ -15,7 +15,8 @@ from stepjudge.pipeline.report import headline_numbers, write_report
 JUDGE_BEFORE = {"n": 4, "n_positive": 2, "n_negative": 2, "accuracy": 50.0, "acc_positive": 100.0,
                 "acc_negative": 0.0, "balanced_f1": 0.0, "auroc": 0.5, "predicted_positive_fraction": 1.0,
                 "predictions": [{"x": 1}]}
-JUDGE_AFTER = {**JUDGE_BEFORE, "accuracy": 75.0, "acc_negative": 50.0, "balanced_f1": 200 / 3, "auroc": 0.75}
+JUDGE_AFTER = {**JUDGE_BEFORE, "accuracy": 75.0, "acc_negative": 50.0, "balanced_f1": 200 / 3, "auroc": 0.75,
+               "calibrated": {"threshold": 0.8125, "balanced_f1": 75.0, "accuracy": 75.0}}
 
 
 def _fake_run(out: Path) -> None:
@@ -32,7 +33,8 @@ def _fake_run(out: Path) -> None:
         (out / name / "summary.json").write_text(json.dumps({"metrics": {
             "gsm8k": {"n": 12, "acc_error": f1, "acc_correct": 100.0, "f1": f1}, "average_f1": f1}}))
     (out / "chunk_reset").mkdir()
-    (out / "chunk_reset" / "summary.json").write_text(json.dumps({"methods": {
+    (out / "chunk_reset" / "summary.json").write_text(json.dumps({
+        "judge_spec": {"score": "token-prob", "threshold": 0.8125}, "methods": {
         "chunk_reset": {"accuracy": 0.4, "mean_accepted_tokens": 20.5, "mean_rejected_tokens": 6.0,
                         "judge_calls": 30},
         "baseline": {"accuracy": 0.3, "mean_accepted_tokens": 19.0, "mean_rejected_tokens": 0.0,
@@ -60,6 +62,9 @@ def test_report_tables_and_headline_numbers(tmp_path):
     assert "| gsm8k | 12 | 0.0 | 25.0 | 100.0 | 100.0 | 0.0 | 25.0 |" in md
     assert "| accuracy (%) | 40.0 | 30.0 |" in md and "| judge | ran | 12.5 |" in md
     assert "| rejected length (tokens, mean) | 6.0 | 0.0 |" in md
+    assert "| judge rejects when P(Positive) < | 0.812 |  |" in md
+    assert "| P(Positive) cut fitted on the train split | n/a | 0.812 |" in md
+    assert "| balanced F1 at that cut | n/a | 75.0 |" in md
     assert "| judge best-of-N | 75.0 | 3 / 4 |" in md and "| majority vote | 50.0 | 2 / 4 |" in md
     assert "![Headline numbers](summary.png)" in md
     saved = json.loads((tmp_path / "results.json").read_text())
