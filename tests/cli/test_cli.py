@@ -78,3 +78,11 @@ def test_eval_judge_on_heldout_rows(tmp_path, capsys):
     assert metrics["n"] == 3 and metrics["n_positive"] == 2 and metrics["n_negative"] == 1
     assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 3
     assert '"balanced_f1"' in capsys.readouterr().out
+    assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
+                 "--max-tokens", "3", "--threads", "1", "--probabilities", "--calibrate-on", str(data),
+                 "--out", str(tmp_path / "ev2")]) == 0
+    metrics = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert 0 <= metrics["auroc"] <= 1 and 0 <= metrics["calibrated"]["threshold"] <= 1
+    preds = [json.loads(x) for x in (tmp_path / "ev2" / "predictions.jsonl").read_text().splitlines()]
+    assert all(0 < p["p_positive"] < 1 for p in preds)
+    assert metrics["calibrated"]["n"] == 3 and metrics["calibrated"]["train_balanced_f1"] is not None
