@@ -85,22 +85,9 @@ _RESUME_KEYS = ("problems", "arith", "limit", "policy", "prompt_style", "samples
 
 
 def load_annotation_problems(cfg: AnnotateConfig) -> list[Problem]:
-    if cfg.problems == "arith":
-        from stepjudge.tasks.arith import generate_problems
+    from stepjudge.tasks.problems import load_problem_set
 
-        problems = generate_problems(cfg.arith)
-    else:
-        from stepjudge.data.loaders import load_dataset_by_name
-
-        problems = load_dataset_by_name(cfg.problems)
-    problems = problems[: cfg.limit] if cfg.limit else problems
-    missing = [p.id for p in problems if not p.answer]
-    if missing:
-        from stepjudge.errors import DataError
-
-        raise DataError(f"{len(missing)} problems have no reference answer to grade rollouts against, "
-                        f"e.g. {missing[:3]}", path=cfg.problems, field="answer")
-    return problems
+    return load_problem_set(cfg.problems, cfg.arith, cfg.limit)
 
 
 def group_seed(seed: int, group: int) -> int:
@@ -108,18 +95,10 @@ def group_seed(seed: int, group: int) -> int:
 
 
 def _base_prompt(engine: Engine, problem: Problem, style: str) -> str:
-    """Raw text every sample and rollout of ``problem`` continues (chat prompts rendered locally)."""
-    if style == "fewshot":
-        from stepjudge.tasks.arith import fewshot_prompt
+    """Raw text every sample and rollout of ``problem`` continues (see :func:`policy.prompts.base_prompt`)."""
+    from stepjudge.policy.prompts import base_prompt
 
-        return fewshot_prompt(problem)
-    from stepjudge.policy.prompts import chunked_solver_messages
-
-    render = getattr(engine, "render", None)
-    if render is None:
-        raise ValueError("prompt_style 'chat' needs an engine that can render the chat template (hf); "
-                         "use prompt_style 'fewshot' with an openai engine")
-    return render(chunked_solver_messages(problem.problem))
+    return base_prompt(engine, problem, style)
 
 
 def annotate_group(problems: Sequence[Problem], engine: Engine, grader, cfg: AnnotateConfig,

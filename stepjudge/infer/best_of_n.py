@@ -202,8 +202,9 @@ def _pick_record(samples: list[dict]) -> tuple[dict, dict]:
 def rerank_group(problems: Sequence[Any], policy: Engine, judge: ChunkJudge, grader: Any,
                  cfg: BestOfNConfig, group: int) -> dict:
     """Sample, parse, grade and judge one group of problems; returns its log line (one record each)."""
-    from stepjudge.annotate.pipeline import _base_prompt, group_seed
+    from stepjudge.annotate.pipeline import group_seed
     from stepjudge.grading.extract import extract_boxed
+    from stepjudge.policy.prompts import base_prompt
     from stepjudge.segment.chunks import ChunkFormatError, parse_chunks
 
     t0 = time.perf_counter()
@@ -212,7 +213,7 @@ def rerank_group(problems: Sequence[Any], policy: Engine, judge: ChunkJudge, gra
         cache = getattr(engine, "prefix_cache", None)
         if cache is not None:
             cache.clear()
-    bases = [_base_prompt(policy, p, cfg.prompt_style) for p in problems]
+    bases = [base_prompt(policy, p, cfg.prompt_style) for p in problems]
     results = policy.generate(bases, SamplingParams(n=cfg.n, temperature=cfg.temperature,
                                                     max_tokens=cfg.max_tokens, stop=cfg.stop, seed=seed))
     texts = [(p, c) for p, r in zip(problems, results, strict=True) for c in r.completions]
@@ -316,17 +317,16 @@ class BestOfNRun:
     def run(self) -> dict:
         from tqdm.auto import tqdm
 
-        from stepjudge.annotate.pipeline import AnnotateConfig, load_annotation_problems
         from stepjudge.engines.factory import make_engine
         from stepjudge.grading import Grader
+        from stepjudge.tasks.problems import load_problem_set
         from stepjudge.utils.io import JsonlAppender
         from stepjudge.utils.runfolder import check_or_write_run_json
 
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         check_or_write_run_json(self.out, "rerank", cfg.model_dump(mode="json"), _RESUME_KEYS)
-        problems = load_annotation_problems(AnnotateConfig(problems=cfg.problems, arith=cfg.arith,
-                                                           limit=cfg.limit))
+        problems = load_problem_set(cfg.problems, cfg.arith, cfg.limit)
         g = cfg.group_size
         groups = [problems[i:i + g] for i in range(0, len(problems), g)]
         with JsonlAppender(self.out / "groups.jsonl") as log_file:

@@ -36,6 +36,7 @@ from stepjudge.engines.base import Completion, Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.grading.extract import extract_boxed
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
+from stepjudge.policy.prompts import base_prompt
 from stepjudge.segment.chunks import CLOSE, OPEN, prefix_text
 from stepjudge.tasks.arith import ArithConfig
 
@@ -105,42 +106,14 @@ _RESULT_KEYS = ("problems", "arith", "limit", "policy", "judge", "judge_spec", "
 
 def load_problems(cfg: ChunkResetConfig) -> list[Problem]:
     """The configured problems (same sources as ``stepjudge annotate``); each needs a reference answer."""
-    if cfg.problems == "arith":
-        from stepjudge.tasks.arith import generate_problems
+    from stepjudge.tasks.problems import load_problem_set
 
-        problems = generate_problems(cfg.arith)
-    else:
-        from stepjudge.data.loaders import load_dataset_by_name
-
-        problems = load_dataset_by_name(cfg.problems)
-    problems = problems[: cfg.limit] if cfg.limit else problems
-    missing = [p.id for p in problems if not p.answer]
-    if missing:
-        from stepjudge.errors import DataError
-
-        raise DataError(f"{len(missing)} problems have no reference answer to grade solutions against, "
-                        f"e.g. {missing[:3]}", path=cfg.problems, field="answer")
-    return problems
+    return load_problem_set(cfg.problems, cfg.arith, cfg.limit)
 
 
 def round_seed(seed: int, round_index: int) -> int:
     """Sampling seed of one round: reproducible, and different for every round."""
     return (seed * 1_000_003 + round_index * 7919 + 17) % (2**31 - 1)
-
-
-def base_prompt(engine: Engine, problem: Problem, style: PromptStyle) -> str:
-    """Raw text every try of ``problem`` continues; chat prompts are rendered locally (hf engine)."""
-    if style == "fewshot":
-        from stepjudge.tasks.arith import fewshot_prompt
-
-        return fewshot_prompt(problem)
-    from stepjudge.policy.prompts import chunked_solver_messages
-
-    render = getattr(engine, "render", None)
-    if render is None:
-        raise ValueError("prompt_style 'chat' continues the rendered chat prompt, which needs an engine "
-                         "that renders chat templates (hf); use prompt_style 'fewshot' with openai")
-    return render(chunked_solver_messages(problem.problem))
 
 
 def stop_strings(style: PromptStyle) -> tuple[str, ...]:

@@ -27,3 +27,21 @@ def chunked_solver_messages(problem: str, *, system_role: bool = True) -> ChatMe
         return [{"role": "system", "content": CHUNKED_SOLVER_INSTRUCTION},
                 {"role": "user", "content": user}]
     return [{"role": "user", "content": f"{CHUNKED_SOLVER_INSTRUCTION}\n\n{user}"}]
+
+
+def base_prompt(engine, problem, style: str) -> str:
+    """Raw text every sample, rollout or chunk try of ``problem`` continues.
+
+    ``fewshot``: the arith worked examples continued as raw text (any engine); ``chat``: the solver
+    prompt above through the model's chat template, rendered locally (needs the hf engine).
+    """
+    if style == "fewshot":
+        from stepjudge.tasks.arith import fewshot_prompt
+
+        return fewshot_prompt(problem)
+    render = getattr(engine, "render", None)
+    if render is None:
+        raise ValueError("prompt_style 'chat' continues the rendered chat prompt, which needs an engine "
+                         "that renders chat templates (hf); use prompt_style 'fewshot' with openai")
+    text = problem if isinstance(problem, str) else problem.problem
+    return render(chunked_solver_messages(text))

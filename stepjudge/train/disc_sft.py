@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, sft_training_args
-from stepjudge.train.segment import find_last_checkpoint
+from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
 
 log = logging.getLogger(__name__)
 
@@ -70,57 +68,29 @@ def load_disc_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _sft_args(cfg: DiscSFTConfig, out: Path) -> Any:
-    # loss on "+"/"-" and end-of-turn only, never on the chunks
-    return sft_training_args(cfg, out, assistant_only_loss=True)
-
-
 def make_trainer(config: DiscSFTConfig | dict) -> Any:
     """The configured SFTTrainer (template patched, data tokenized with the assistant mask), not yet run."""
+    from stepjudge.judge.dataset import chat_template_with_generation_markers
+
     cfg = config if isinstance(config, DiscSFTConfig) else DiscSFTConfig(**config)
     rows = load_disc_rows(cfg.train_data)
+    original: dict[str, Any] = {}
 
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
+    def patch(tokenizer: Any) -> None:  # TRL needs {% generation %} markers for the assistant mask
+        original["template"] = tokenizer.chat_template
+        tokenizer.chat_template = chat_template_with_generation_markers(tokenizer)
 
-    from stepjudge.judge.dataset import chat_template_with_generation_markers
-    from stepjudge.models.registry import load_tokenizer, resolve_model
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(path)
-    original = tokenizer.chat_template
-    tokenizer.chat_template = chat_template_with_generation_markers(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    trainer = SFTTrainer(model=model, args=_sft_args(cfg, out), train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer)
-    trainer._stepjudge_original_template = original  # restored before saving final/
+    # loss on "+"/"-" and end-of-turn only, never on the chunks
+    trainer = build_sft_trainer(cfg, rows, prepare_tokenizer=patch, assistant_only_loss=True)
+    trainer._stepjudge_original_template = original["template"]  # restored before saving final/
     return trainer
 
 
 def train_disc_sft(config: DiscSFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` as a discriminative "+"/"-" judge; returns ``out/final``."""
-    from stepjudge.utils.io import atomic_write_json
-
     cfg = config if isinstance(config, DiscSFTConfig) else DiscSFTConfig(**config)
-    out = Path(cfg.out)
-    trainer = make_trainer(cfg)
-    resume = find_last_checkpoint(out)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
-    # Write final/ beside its destination, then swap it in, so a crash never leaves a half model.
-    final, tmp = out / "final", out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.processing_class.chat_template = trainer._stepjudge_original_template
-    trainer.model.config.use_cache = True  # training may turn the KV cache off; generation wants it
-    trainer.save_model(str(tmp))  # model (safetensors) + tokenizer
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    atomic_write_json(out / "train_log.json", trainer.state.log_history)
-    log.info("discriminative SFT done: %d steps, model in %s", trainer.state.global_step, final)
-    return final
+    def restore_template(trainer: Any) -> None:  # final/ keeps the model's own chat template
+        trainer.processing_class.chat_template = trainer._stepjudge_original_template
+
+    return train_to_final(make_trainer(cfg), cfg.out, "discriminative SFT", before_save=restore_template)

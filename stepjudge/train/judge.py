@@ -43,8 +43,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stepjudge.errors import DataError
+from stepjudge.train.common import find_last_checkpoint
 from stepjudge.train.rewards import canonical_label, format_penalty_reward, verdict_reward
-from stepjudge.train.segment import find_last_checkpoint
 
 log = logging.getLogger(__name__)
 

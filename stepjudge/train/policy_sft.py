@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, sft_training_args
-from stepjudge.train.segment import find_last_checkpoint
+from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
 
 log = logging.getLogger(__name__)
 
@@ -58,51 +56,14 @@ def load_policy_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def _sft_args(cfg: PolicySFTConfig, out: Path) -> Any:
-    # loss on the selected solution, never on the prompt
-    return sft_training_args(cfg, out, completion_only_loss=True)
-
-
 def make_trainer(config: PolicySFTConfig | dict) -> Any:
     """The configured :class:`~trl.SFTTrainer` (data tokenized, prompt tokens masked), not yet run."""
     cfg = config if isinstance(config, PolicySFTConfig) else PolicySFTConfig(**config)
     rows = load_policy_rows(cfg.data)
-
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
-
-    from stepjudge.models.registry import load_tokenizer, resolve_model
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return SFTTrainer(model=model, args=_sft_args(cfg, out), train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer)
+    return build_sft_trainer(cfg, rows, completion_only_loss=True)  # loss on the selected solution only
 
 
 def train_policy_sft(config: PolicySFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` on selected samples; returns the ``out/final`` checkpoint."""
-    from stepjudge.utils.io import atomic_write_json
-
     cfg = config if isinstance(config, PolicySFTConfig) else PolicySFTConfig(**config)
-    out = Path(cfg.out)
-    trainer = make_trainer(cfg)
-    resume = find_last_checkpoint(out)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-
-    # Write final/ beside its destination, then swap it in, so a crash never leaves a half model.
-    final, tmp = out / "final", out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.config.use_cache = True  # training may turn the KV cache off; generation wants it
-    trainer.save_model(str(tmp))  # model (safetensors) + tokenizer
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    atomic_write_json(out / "train_log.json", trainer.state.log_history)
-    log.info("policy SFT done: %d steps, model in %s", trainer.state.global_step, final)
-    return final
+    return train_to_final(make_trainer(cfg), cfg.out, "policy SFT")

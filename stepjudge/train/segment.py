@@ -13,24 +13,20 @@ safetensors checkpoint in ``out/final`` that :class:`~stepjudge.engines.hf.HFEng
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, sft_training_args
+from stepjudge.train.common import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SegmentSFTConfig", "train_segment", "make_trainer", "load_sft_records", "find_last_checkpoint"]
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class SegmentSFTConfig(SFTRunConfig):
@@ -68,72 +64,14 @@ def load_sft_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def find_last_checkpoint(out: str | os.PathLike) -> Path | None:
-    """Newest ``checkpoint-N`` in ``out`` whose ``trainer_state.json`` (written last) is readable.
-
-    A checkpoint torn by a crash mid-save lacks a valid state file and is skipped, so a resume falls
-    back to the previous one instead of failing.
-    """
-    out = Path(out)
-    if not out.is_dir():
-        return None
-    steps = sorted(((int(m.group(1)), p) for p in out.iterdir()
-                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
-    for _, path in steps:
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            log.warning("skipping incomplete checkpoint %s", path)
-            continue
-        return path
-    return None
-
-
-def _sft_args(cfg: SegmentSFTConfig, out: Path) -> Any:
-    # loss on the tagged solution, never on the prompt
-    return sft_training_args(cfg, out, completion_only_loss=True)
-
-
 def make_trainer(config: SegmentSFTConfig | dict) -> Any:
     """The configured :class:`~trl.SFTTrainer` (data tokenized, prompt tokens masked), not yet run."""
     cfg = config if isinstance(config, SegmentSFTConfig) else SegmentSFTConfig(**config)
     records = load_sft_records(cfg.data)  # fail on bad data before loading anything heavy
-
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
-
-    from stepjudge.models.registry import load_tokenizer, resolve_model
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return SFTTrainer(model=model, args=_sft_args(cfg, out), train_dataset=Dataset.from_list(records),
-                      processing_class=tokenizer)
+    return build_sft_trainer(cfg, records, completion_only_loss=True)  # loss on the tagged solution only
 
 
 def train_segment(config: SegmentSFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` on segmentation SFT data; returns the ``out/final`` checkpoint."""
-    from stepjudge.utils.io import atomic_write_json
-
     cfg = config if isinstance(config, SegmentSFTConfig) else SegmentSFTConfig(**config)
-    out = Path(cfg.out)
-    trainer = make_trainer(cfg)
-    resume = find_last_checkpoint(out)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-
-    # Write final/ beside its destination, then swap it in, so a crash never leaves a half model.
-    final, tmp = out / "final", out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.config.use_cache = True  # training may turn the KV cache off; generation wants it
-    trainer.save_model(str(tmp))  # model (safetensors) + tokenizer
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    atomic_write_json(out / "train_log.json", trainer.state.log_history)
-    log.info("segmentation SFT done: %d steps, model in %s", trainer.state.global_step, final)
-    return final
+    return train_to_final(make_trainer(cfg), cfg.out, "segmentation SFT")
