@@ -142,9 +142,9 @@ def _register_select(subparsers) -> None:
     t.add_argument("--model", help="policy to fine-tune (default smollm2-135m: the one that wrote the samples)")
     t.add_argument("--data", help="sft_judge.jsonl or sft_outcome.jsonl")
     t.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
-    from stepjudge.cli.train import _add_sft_run_flags
+    from stepjudge.cli.train import add_sft_run_flags
 
-    _add_sft_run_flags(t, "example", 1024)
+    add_sft_run_flags(t, "example", 1024)
     t.set_defaults(func=run_select_train)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 

@@ -126,7 +126,7 @@ def register(subparsers) -> None:
     p_train.set_defaults(func=lambda a: p_train.print_help() or 2)
 
 
-def _add_sft_run_flags(p: argparse.ArgumentParser, unit: str, default_max_length: int) -> None:
+def add_sft_run_flags(p: argparse.ArgumentParser, unit: str, default_max_length: int) -> None:
     """The optimisation/checkpoint flags of every SFT-style target (fields of ``SFTRunConfig``)."""
     p.add_argument("--learning-rate", type=float, help="default 1e-5 (paper)")
     p.add_argument("--epochs", type=float, help="passes over the data (default 1)")
@@ -154,7 +154,7 @@ def _register_segment(sub) -> None:
     p.add_argument("--model", help="policy to fine-tune: smollm2-135m (default), a checkpoint dir, a hub id")
     p.add_argument("--data", help="JSONL of prompt-completion records (from 'train segment-data')")
     p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
-    _add_sft_run_flags(p, "example", 1024)
+    add_sft_run_flags(p, "example", 1024)
     p.set_defaults(func=run_segment)
 
 
@@ -283,7 +283,7 @@ def _register_disc_sft(sub) -> None:
     p.add_argument("--model", help="judge to train: smollm2-135m (default), a checkpoint dir, a hub id")
     p.add_argument("--train-data", help='JSONL rows {"messages": [...]} with "+"/"-" assistant turns')
     p.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
-    _add_sft_run_flags(p, "conversation", 2048)
+    add_sft_run_flags(p, "conversation", 2048)
     p.set_defaults(func=run_disc_sft)
 
 
