@@ -59,6 +59,7 @@ def collect_results(out: str | os.PathLike) -> dict[str, Any]:
         "processbench_after": _load(out / "processbench_after" / "summary.json"),
         "chunk_reset": _load(out / "chunk_reset" / "summary.json"),
         "best_of_n": _load(out / "best_of_n" / "summary.json"),
+        "selection": _load(out / "selection" / "summary.json"),
     }
 
 
@@ -123,6 +124,17 @@ def _tables(results: Mapping[str, Any], state: Mapping | None, out: Path) -> lis
     bon = results["best_of_n"]
     if bon:
         tables.append(("Best-of-N and voting with the judge", *_best_of_n_rows(bon), []))
+    sel = results["selection"]
+    if sel:
+        names = {"base": "base policy (no SFT)", "judge": "SFT on judge-selected samples",
+                 "outcome": "SFT on outcome-selected samples"}
+        rows = [[names.get(k, k), str(v.get("sft_rows")), _pct(v.get("accuracy")),
+                 _fmt(v.get("mean_accepted_tokens"))] for k, v in sel["policies"].items()]
+        sets = sel.get("sets", {})
+        rows.append([f"problems with an eligible sample: {sets.get('selected_problems')} of {sets.get('problems')}; "
+                     f"same pick by both rules: {sets.get('same_pick')}", "", "", ""])
+        tables.append(("Data selection: judge (stepwise rejection sampling) vs outcome-only",
+                       ["policy", "SFT rows", "accuracy on new problems (%)", "tokens per solution"], rows, []))
     if (out / "summary.png").exists():
         tables.append(("Headline numbers", [], [], ["summary.png"]))
     return tables
@@ -191,6 +203,11 @@ def headline_numbers(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
                  "oracle": "oracle"}
         panels["best-of-N accuracy (%)"] = {names.get(k, k): 100 * v for k, v in bon["accuracy"].items()
                                             if isinstance(v, (int, float))}
+    sel = results["selection"]
+    if sel and len(sel.get("policies", {})) > 1:
+        names = {"base": "base", "judge": "judge-selected", "outcome": "outcome-only"}
+        panels["policy accuracy after SFT (%)"] = {names.get(k, k): 100 * (v.get("accuracy") or 0.0)
+                                                   for k, v in sel["policies"].items()}
     return panels
 
 

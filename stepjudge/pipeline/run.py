@@ -13,6 +13,7 @@ judge          GRPO judge + held-out before/after      judge/report.md and judge
 processbench   ProcessBench slice, base vs trained     processbench_{before,after}/summary.json
 chunk_reset    Chunk-Reset vs the same policy alone    chunk_reset/summary.json
 best_of_n      judge best-of-N / weighted vote vs maj. best_of_n/summary.json
+selection      SFT on judge- vs outcome-selected samples selection/summary.json
 report         report.md + report.html + summary.png   (always rebuilt)
 ============== ======================================= =========================================
 
@@ -40,9 +41,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "PipelineConfig", "Pipeline", "run_pipeline"]
 
-Stage = Literal["annotate", "judge_data", "judge", "processbench", "chunk_reset", "best_of_n", "report"]
+Stage = Literal["annotate", "judge_data", "judge", "processbench", "chunk_reset", "best_of_n", "selection",
+                "report"]
 STAGES: tuple[str, ...] = ("annotate", "judge_data", "judge", "processbench", "chunk_reset", "best_of_n",
-                           "report")
+                           "selection", "report")
 
 
 class PipelineConfig(BaseModel):
@@ -68,6 +70,10 @@ class PipelineConfig(BaseModel):
                           "judge's *train* split (judge/eval_after.json), unless chunk_reset.judge_spec sets "
                           "a threshold; off = the plain 0.5 cut")
     best_of_n: dict[str, Any] = Field(default_factory=dict, description="`stepjudge rerank` options")
+    selection: dict[str, Any] = Field(
+        default_factory=dict, description="data selection from best_of_n's samples: `seed` (outcome-only "
+        "draw), `sft` (`stepjudge select train` options) and `eval` (`stepjudge solve` options for scoring "
+        "the base and both fine-tuned policies on new problems, no judge)")
 
     @model_validator(mode="after")
     def _sub_configs_valid(self) -> PipelineConfig:
@@ -163,9 +169,27 @@ def _with_models(cfg: PipelineConfig, out: Path, model_cls: Any, section: dict, 
     return {**filled, **section, **({"out": filled["out"]} if "out" in filled else {})}
 
 
+def _selection_cfgs(cfg: PipelineConfig, out: Path) -> tuple[int, dict, dict]:
+    """(seed, PolicySFTConfig kwargs without data/out, ChunkResetConfig kwargs without policy/out)."""
+    from stepjudge.infer.chunk_reset import ChunkResetConfig
+    from stepjudge.train.policy_sft import PolicySFTConfig
+
+    extra = set(cfg.selection) - {"seed", "sft", "eval"}
+    if extra:
+        raise ValueError(f"selection: unknown keys {sorted(extra)} (seed, sft, eval)")
+    sft = {"model": cfg.policy, **cfg.selection.get("sft", {})}
+    PolicySFTConfig(**sft, data="sft.jsonl", out=str(out / "selection"))  # validate now
+    ev = _with_models(cfg, out, ChunkResetConfig, {**cfg.selection.get("eval", {}), "reset": False}, "selection")
+    ev.pop("judge", None)
+    ev.pop("judge_spec", None)
+    ChunkResetConfig(**ev)
+    return int(cfg.selection.get("seed", 0)), sft, ev
+
+
 _BUILDERS: dict[str, Callable[[PipelineConfig, Path], Any]] = {
     "annotate": _annotate_cfg, "judge_data": _judge_data_cfg, "judge": _judge_cfg,
     "processbench": _processbench_cfgs, "chunk_reset": _chunk_reset_cfg, "best_of_n": _best_of_n_cfg,
+    "selection": _selection_cfgs,
 }
 
 _DONE: dict[str, tuple[str, ...]] = {
@@ -175,6 +199,7 @@ _DONE: dict[str, tuple[str, ...]] = {
     "processbench": ("processbench_before/summary.json", "processbench_after/summary.json"),
     "chunk_reset": ("chunk_reset/summary.json",),
     "best_of_n": ("best_of_n/summary.json",),
+    "selection": ("selection/summary.json",),
 }
 
 
@@ -256,6 +281,32 @@ class Pipeline:
         from stepjudge.infer.best_of_n import run_best_of_n
 
         run_best_of_n(_best_of_n_cfg(self.config, self.out))
+
+    def _run_selection(self) -> None:
+        """StepWiser's stepwise rejection sampling vs outcome-only selection (Table 8, in miniature):
+        fine-tune the policy on each SFT set and score base and both on new problems, no judge."""
+        from stepjudge.infer.chunk_reset import ChunkResetConfig, run_chunk_reset
+        from stepjudge.infer.select import build_selection_sets
+        from stepjudge.train.policy_sft import PolicySFTConfig, train_policy_sft
+
+        seed, sft, ev = _selection_cfgs(self.config, self.out)
+        sel = self.out / "selection"
+        stats = build_selection_sets(self.out / "best_of_n" / "samples.jsonl", sel / "sets", seed=seed)
+        policies: dict[str, dict[str, Any]] = {"base": {"model": self.config.policy, "sft_rows": 0}}
+        if stats["selected_problems"]:
+            for name in ("judge", "outcome"):
+                final = train_policy_sft(PolicySFTConfig(**sft, data=str(sel / "sets" / f"sft_{name}.jsonl"),
+                                                         out=str(sel / f"sft_{name}")))
+                policies[name] = {"model": str(final), "sft_rows": stats["selected_problems"]}
+        else:
+            log.warning("selection: no problem has a correct sample in the chunk format; nothing to fine-tune")
+        for name, info in policies.items():
+            summary = run_chunk_reset(ChunkResetConfig(**{**ev, "policy": info["model"],
+                                                          "out": str(sel / f"eval_{name}")}))
+            method = summary["methods"][summary["primary"]]
+            info.update(accuracy=method["accuracy"], problems=method["problems"],
+                        mean_accepted_tokens=method["mean_accepted_tokens"])
+        atomic_write_json(sel / "summary.json", {"sets": stats, "policies": policies})
 
     def _run_report(self) -> None:
         from stepjudge.pipeline.report import write_report

@@ -114,3 +114,35 @@ def test_cli_help_and_report_only(tmp_path, capsys):
     assert cli_main(["pipeline", str(cfg), "--stages", "report", "--no-progress"]) == 0
     assert (out / "report.html").exists() and not (out / "judge").exists()
     assert "Annotation" in (out / "report.md").read_text()
+
+
+def test_selection_stage_fine_tunes_on_both_sets_and_scores_each_policy(tmp_path):
+    """best_of_n's samples -> judge / outcome SFT sets -> two fine-tuned policies -> accuracy of all three."""
+    out = tmp_path / "run"
+    (out / "best_of_n").mkdir(parents=True)
+    recs = []
+    for i in range(3):
+        texts = [f"<chunk>{i} + 1 = {i + 1}</chunk>\n\\boxed{{{i + 1}}}", f"<chunk>{i} + 1 = {i + 2}</chunk>"]
+        recs.append({"problem_id": f"arith-{i}", "prompt": f"Start with {i}. Add 1.\n",
+                     "samples": [{"text": texts[0], "correct": True, "score": 0.9},
+                                 {"text": texts[0], "correct": True, "score": 0.4},
+                                 {"text": texts[1], "correct": False, "score": 0.2}]})
+    recs.append({"problem_id": "arith-9", "prompt": "Start with 9. Add 1.\n",
+                 "samples": [{"text": "no", "correct": False, "score": None}]})
+    (out / "best_of_n" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (out / "best_of_n" / "summary.json").write_text("{}")
+    cfg = {"out": str(out), "policy": "tiny-random", "stages": ["selection", "report"],
+           "selection": {"seed": 0, "sft": {"max_steps": 1, "per_device_batch_size": 2,
+                                            "gradient_accumulation_steps": 1, "learning_rate": 1e-3},
+                         "eval": {"arith": {"n": 2}, "chunk_max_tokens": 4, "max_chunks": 1}}}
+    Pipeline(cfg, progress=False).run()
+    summary = json.loads((out / "selection" / "summary.json").read_text())
+    assert summary["sets"]["selected_problems"] == 3 and summary["sets"]["problems"] == 4
+    judge_rows = [json.loads(x) for x in (out / "selection" / "sets" / "sft_judge.jsonl").read_text().splitlines()]
+    assert [r["sample_index"] for r in judge_rows] == [0, 0, 0]  # the judge's favourite correct sample
+    assert set(summary["policies"]) == {"base", "judge", "outcome"}
+    for name in ("judge", "outcome"):
+        assert (out / "selection" / f"sft_{name}" / "final" / "model.safetensors").exists()
+        assert summary["policies"][name]["model"] == str(out / "selection" / f"sft_{name}" / "final")
+    assert all(p["problems"] == 2 and 0 <= p["accuracy"] <= 1 for p in summary["policies"].values())
+    assert "Data selection" in (out / "report.md").read_text()
