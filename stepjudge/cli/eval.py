@@ -84,6 +84,9 @@ def register(subparsers) -> None:
     j.add_argument("--calibrate-on", metavar="TRAIN.jsonl",
                    help="with --probabilities: also score held-out chunks at the P(Positive) cut that "
                         "maximises balanced accuracy on these (training) rows")
+    j.add_argument("--annotations", metavar="ANNOTATIONS.jsonl",
+                   help="arith: also score the first Negative chunk of each held-out solution against its "
+                        "true first wrong chunk (ProcessBench-style F1), from `stepjudge annotate` output")
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     add_engine_flags(j)
@@ -112,6 +115,14 @@ def run_judge_eval(args: argparse.Namespace) -> int:
 
         result["calibrated"] = calibrated_metrics(engine, read_jsonl(args.calibrate_on), result["predictions"],
                                                   args.response_prefix)
+    if args.annotations:
+        from stepjudge.eval.judge_heldout import first_error_scores
+
+        ann = read_jsonl(args.annotations)
+        result["first_error"] = first_error_scores(result["predictions"], ann)
+        if "calibrated" in result:
+            result["calibrated"]["first_error"] = first_error_scores(
+                result["predictions"], ann, threshold=result["calibrated"]["threshold"])
     preds = result.pop("predictions")
     result.update(judge=args.judge, data=args.data, response_prefix=args.response_prefix)
     if args.out:

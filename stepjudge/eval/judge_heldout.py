@@ -27,7 +27,7 @@ from stepjudge.eval.metrics import auroc, harmonic_f1, subset_scores
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.verdicts import majority_verdict, parse_prm_verdict
 
-__all__ = ["judge_metrics", "evaluate_judge_rows", "calibrated_metrics", "first_error_f1", "first_error_from_verdicts",
+__all__ = ["judge_metrics", "evaluate_judge_rows", "calibrated_metrics", "first_error_scores", "first_error_f1", "first_error_from_verdicts",
            "predicted_first_errors"]
 
 Verdict = Literal["Positive", "Negative"]
@@ -227,3 +227,22 @@ def first_error_f1(records_with_truth: Sequence[Any], predicted_first_errors: Se
         raise ValueError(f"{len(records_with_truth)} records but {len(predicted_first_errors)} predictions")
     truths = [_truth_of(r) for r in records_with_truth]
     return subset_scores(zip(truths, predicted_first_errors, strict=True))
+
+
+def first_error_scores(predictions: Iterable[Mapping], annotations: Iterable[Mapping], *,
+                       threshold: float | None = None) -> dict:
+    """arith: ProcessBench-style F1 of the judge's first Negative chunk per held-out solution against
+    the solution's true first wrong chunk (``truth.first_error`` in ``stepjudge annotate`` records).
+
+    ``threshold`` re-reads each chunk's verdict as ``p_positive >= threshold`` (a calibrated cut)
+    instead of the greedy verdict. Solutions without a known truth are left out.
+    """
+    preds = [dict(p) for p in predictions]
+    if threshold is not None:
+        for p in preds:
+            p["verdict"] = POSITIVE if p["p_positive"] >= threshold else NEGATIVE
+    predicted = predicted_first_errors(preds)
+    truth = {(r["problem_id"], r.get("sample_index", 0)): r for r in annotations
+             if r.get("status", "annotated") == "annotated" and isinstance(r.get("truth"), Mapping)}
+    keys = [k for k in predicted if k in truth]
+    return {"solutions": len(keys), **first_error_f1([truth[k] for k in keys], [predicted[k] for k in keys])}

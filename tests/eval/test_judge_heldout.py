@@ -119,3 +119,21 @@ def test_probabilities_auroc_and_train_calibrated_cut(engine):
     assert {k: cal[k] for k in expected} == expected
     with pytest.raises(ValueError, match="response_prefix"):
         evaluate_judge_rows(engine, rows, probabilities=True)
+
+
+def test_first_error_scores_against_arith_truth():
+    from stepjudge.eval.judge_heldout import first_error_scores
+
+    preds = [{"problem_id": "a", "sample_index": 0, "chunk_index": 0, "verdict": P, "p_positive": 0.9},
+             {"problem_id": "a", "sample_index": 0, "chunk_index": 1, "verdict": P, "p_positive": 0.6},
+             {"problem_id": "b", "sample_index": 0, "chunk_index": 0, "verdict": N, "p_positive": 0.7},
+             {"problem_id": "c", "sample_index": 1, "chunk_index": 0, "verdict": P, "p_positive": 0.95}]
+    ann = [{"problem_id": "a", "sample_index": 0, "status": "annotated", "truth": {"first_error": 1}},
+           {"problem_id": "b", "sample_index": 0, "status": "annotated", "truth": {"first_error": -1}},
+           {"problem_id": "c", "sample_index": 1, "status": "annotated", "truth": {"first_error": -1}},
+           {"problem_id": "d", "sample_index": 0, "status": "skipped"}]
+    greedy = first_error_scores(preds, ann)  # predicted: a -1 (miss), b 0 (miss), c -1 (hit)
+    assert greedy["solutions"] == 3 and greedy["n_error"] == 1 and greedy["n_correct"] == 2
+    assert (greedy["acc_error"], greedy["acc_correct"], greedy["f1"]) == (0.0, 50.0, 0.0)
+    cut = first_error_scores(preds, ann, threshold=0.65)  # a 1 (hit), b -1 (hit), c -1 (hit)
+    assert (cut["acc_error"], cut["acc_correct"], cut["f1"]) == (100.0, 100.0, 100.0)
