@@ -42,6 +42,17 @@ def _dig(result: Mapping | None, dotted: str) -> Any:
     return node
 
 
+def _fmt_key(x: Any, key: str) -> str:
+    """Percentages with one decimal, AUROC and shares with three, probability cuts with six."""
+    if not isinstance(x, float):
+        return _fmt(x)
+    if "threshold" in key:
+        return f"{x:.6f}"
+    if key in ("auroc", "predicted_positive_fraction"):
+        return f"{x:.3f}"
+    return f"{x:.1f}"
+
+
 def _strip(result: Mapping | None) -> dict | None:
     return None if result is None else {k: v for k, v in result.items() if k != "predictions"}
 
@@ -97,7 +108,7 @@ def _tables(results: Mapping[str, Any], state: Mapping | None, out: Path) -> lis
                 ("calibrated.threshold", "P(Positive) cut fitted on the train split"),
                 ("calibrated.balanced_f1", "balanced F1 at that cut"),
                 ("calibrated.accuracy", "accuracy at that cut (%)")]
-        rows = [[name, _fmt(_dig(before, k)), _fmt(_dig(after, k))] for k, name in keys]
+        rows = [[name, _fmt_key(_dig(before, k), k), _fmt_key(_dig(after, k), k)] for k, name in keys]
         ref = before or after
         title = (f"Judge on held-out chunks ({ref['n']}: {ref['n_positive']} Positive / {ref['n_negative']} "
                  "Negative), before vs after RL")
@@ -158,7 +169,8 @@ def _chunk_reset_rows(cr: Mapping) -> tuple[list[str], list[list[str]]]:
     spec = cr.get("judge_spec") or {}
     rows = []
     if spec.get("score") == "token-prob":
-        rows.append(["judge rejects when P(Positive) <", *(_fmt(spec.get("threshold")) if m == "chunk_reset" else ""
+        rows.append(["judge rejects when P(Positive) <", *(_fmt_key(spec.get("threshold"), "threshold")
+                                                          if m == "chunk_reset" else ""
                                                           for m in methods)])
     for key, name in _CR_ROWS:
         fmt = _pct if key == "accuracy" else _fmt

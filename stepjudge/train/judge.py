@@ -438,9 +438,19 @@ def _get(result: dict | None, dotted: str) -> Any:
     return node
 
 
-def _fmt(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.3f}" if isinstance(x, float) and abs(x) <= 1 else (
-        f"{x:.1f}" if isinstance(x, float) else str(x))
+def _fmt(x: Any, key: str = "") -> str:
+    """Percentages with one decimal, shares and AUROC with three, probability cuts with six (they sit
+    near 1.0 for a judge that favours Positive)."""
+    if x is None:
+        return "n/a"
+    if not isinstance(x, float):
+        return str(x)
+    if "threshold" in key:
+        return f"{x:.6f}"
+    if key.startswith(("auroc", "predicted_", "unparsed_")) or key in ("reward", "entropy") or "share" in key \
+            or "frac" in key:
+        return f"{x:.3f}"
+    return f"{x:.1f}"
 
 
 def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], before: dict | None,
@@ -462,7 +472,7 @@ def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], befor
                   f"{(before or after)['n_negative']} Negative), greedy verdicts.", "",
                   "| metric | before | after |", "|---|---|---|"]
         for key, name in _REPORT_ROWS:
-            lines.append(f"| {name} | {_fmt(_get(before, key))} | {_fmt(_get(after, key))} |")
+            lines.append(f"| {name} | {_fmt(_get(before, key), key)} | {_fmt(_get(after, key), key)} |")
     train = [e for e in log_history if "loss" in e]
     if train:
         last = train[-1]
@@ -470,7 +480,7 @@ def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], befor
         for key in ("step", "reward", "verdict/positive_share", "verdict/unparsed_share", "entropy",
                     "frac_reward_zero_std"):
             if key in last:
-                lines.append(f"| {key} | {_fmt(last[key])} |")
+                lines.append(f"| {key} | {_fmt(last[key], key)} |")
     lines += ["", "![training curves](curves.png)", ""]
     return "\n".join(lines)
 

@@ -62,8 +62,8 @@ def test_report_tables_and_headline_numbers(tmp_path):
     assert "| gsm8k | 12 | 0.0 | 25.0 | 100.0 | 100.0 | 0.0 | 25.0 |" in md
     assert "| accuracy (%) | 40.0 | 30.0 |" in md and "| judge | ran | 12.5 |" in md
     assert "| rejected length (tokens, mean) | 6.0 | 0.0 |" in md
-    assert "| judge rejects when P(Positive) < | 0.812 |  |" in md
-    assert "| P(Positive) cut fitted on the train split | n/a | 0.812 |" in md
+    assert "| judge rejects when P(Positive) < | 0.812500 |  |" in md
+    assert "| P(Positive) cut fitted on the train split | n/a | 0.812500 |" in md
     assert "| balanced F1 at that cut | n/a | 75.0 |" in md
     assert "| judge best-of-N | 75.0 | 3 / 4 |" in md and "| majority vote | 50.0 | 2 / 4 |" in md
     assert "![Headline numbers](summary.png)" in md

@@ -273,7 +273,7 @@ def test_report_tables_before_and_after(tmp_path):
               "unparsed_fraction": 0.0}
     after = {**before, "accuracy": 75.0, "acc_negative": 50.0, "balanced_f1": 200 / 3, "auroc": 0.75}
     md = judge_report_markdown(cfg, [{"step": 2, "loss": 0.1, "reward": 0.5}], before, after, 90.0)
-    assert "| balanced F1 | 0.000 | 66.7 |" in md
+    assert "| balanced F1 | 0.0 | 66.7 |" in md
     assert "| AUROC of P(Positive) | 0.500 | 0.750 |" in md
     assert "| accuracy (%) | 50.0 | 75.0 |" in md
     assert "4 chunks (2 Positive / 2 Negative)" in md and "1.5 min" in md
