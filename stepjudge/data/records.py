@@ -13,7 +13,7 @@ from typing import Any
 
 from stepjudge.errors import DataError
 
-__all__ = ["Problem", "Solution", "ProcessBenchCase"]
+__all__ = ["Problem", "Solution", "ProcessBenchCase", "check_chat_messages"]
 
 _MISSING = object()
 
@@ -177,3 +177,15 @@ class ProcessBenchCase:
         return cls(id=r.text("id"), subset=r.text("subset"), generator=r.text("generator"),
                    problem=r.text("problem"), steps=steps, label=label,
                    final_answer_correct=r.flag("final_answer_correct"))
+
+
+def check_chat_messages(value: Any, *, path: str, line: int, field: str) -> list[dict]:
+    """``value`` as a non-empty list of ``{"role": str, "content": str}``, else a DataError naming
+    file:line and the field (``prompt[2]``) - shared by every reader of chat-format training rows."""
+    if not isinstance(value, list) or not value:
+        raise DataError("expected a non-empty list of chat messages", path=path, line=line, field=field)
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError('each message must be {"role": str, "content": str}', path=path, line=line,
+                            field=f"{field}[{i}]")
+    return value

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import Field
 
+from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
 from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
 
@@ -47,15 +48,8 @@ def load_disc_rows(path: str | os.PathLike) -> list[dict]:
         raise DataError("training data file not found", path=str(path))
     rows = []
     for line, rec in iter_jsonl(path):
-        msgs = rec.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError("expected a non-empty list of chat messages", path=str(path), line=line,
-                            field="messages")
+        msgs = check_chat_messages(rec.get("messages"), path=str(path), line=line, field="messages")
         for i, m in enumerate(msgs):
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str)):
-                raise DataError('each message must be {"role": str, "content": str}', path=str(path),
-                                line=line, field=f"messages[{i}]")
             if m["role"] == "assistant" and m["content"].strip() not in ("+", "-"):
                 raise DataError('assistant turns must be "+" or "-"', path=str(path), line=line,
                                 field=f"messages[{i}]")

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
 from stepjudge.train.common import find_last_checkpoint
 from stepjudge.train.rewards import canonical_label, format_penalty_reward, verdict_reward
@@ -265,15 +266,7 @@ def load_judge_records(path: str | os.PathLike) -> list[dict]:
         raise DataError("judge training data file not found", path=str(path))
     records = []
     for line, rec in iter_jsonl(path):
-        msgs = rec.get("prompt")
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError("expected a non-empty list of chat messages", path=str(path), line=line,
-                            field="prompt")
-        for i, m in enumerate(msgs):
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str)):
-                raise DataError('each message must be {"role": str, "content": str}', path=str(path),
-                                line=line, field=f"prompt[{i}]")
+        check_chat_messages(rec.get("prompt"), path=str(path), line=line, field="prompt")
         try:
             label = canonical_label(rec.get("label"))
         except ValueError as e:

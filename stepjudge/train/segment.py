@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
+from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
 from stepjudge.train.common import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
 
@@ -46,15 +47,7 @@ def load_sft_records(path: str | os.PathLike) -> list[dict]:
     records = []
     for line, rec in iter_jsonl(path):
         for key in ("prompt", "completion"):
-            msgs = rec.get(key)
-            if not isinstance(msgs, list) or not msgs:
-                raise DataError("expected a non-empty list of chat messages", path=str(path), line=line,
-                                field=key)
-            for i, m in enumerate(msgs):
-                if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                        and isinstance(m.get("content"), str)):
-                    raise DataError('each message must be {"role": str, "content": str}', path=str(path),
-                                    line=line, field=f"{key}[{i}]")
+            check_chat_messages(rec.get(key), path=str(path), line=line, field=key)
         if rec["completion"][-1]["role"] != "assistant" or not rec["completion"][-1]["content"].strip():
             raise DataError("the completion must end with a non-empty assistant message", path=str(path),
                             line=line, field="completion")
