@@ -71,12 +71,9 @@ def judge_metrics(labels: Sequence[Any], verdicts: Sequence[Verdict | None], *,
 
 def _generative(engine: Engine, rows: Sequence[Mapping], params: SamplingParams,
                 response_prefix: str = "") -> list[dict]:
-    prompts = [r["prompt"] for r in rows]
-    if response_prefix:  # the answer starts with the prefix: render the chat and continue it as text
-        render = getattr(engine, "render", None)
-        if render is None:
-            raise ValueError("response_prefix needs an engine that renders chat templates locally (hf)")
-        prompts = [render(p) + response_prefix for p in prompts]
+    from stepjudge.judge.scoring import prefill_answer
+
+    prompts = prefill_answer(engine, [r["prompt"] for r in rows], response_prefix)
     results = engine.generate(prompts, params)  # one call: the engine batches
     preds = []
     for row, res in zip(rows, results, strict=True):

@@ -35,6 +35,7 @@ from stepjudge.engines.factory import EngineConfig, make_engine
 from stepjudge.eval.metrics import processbench_summary, summary_markdown
 from stepjudge.grading.extract import extract_int_boxed, extract_verdict
 from stepjudge.judge.prompts import critic_messages, prm_messages, stepwise_judge_messages
+from stepjudge.judge.scoring import prefill_answer
 from stepjudge.judge.verdicts import majority_index, majority_verdict, parse_prm_verdict
 from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
 from stepjudge.utils.runfolder import check_or_write_run_json
@@ -260,11 +261,7 @@ class ProcessBenchRun:
                     live.append(_CaseState(queue.popleft()))
                 prompts = [_prompt_for(s, cfg.protocol, cfg.judge_prompt) for s in live]
                 prefix = cfg.response_prefix if cfg.protocol == "stepwise" else ""
-                if prefix:
-                    render = getattr(engine, "render", None)
-                    if render is None:
-                        raise ValueError("response_prefix needs an engine that renders chat templates (hf)")
-                    prompts = [render(p) + prefix for p in prompts]
+                prompts = prefill_answer(engine, prompts, prefix)
                 results = engine.generate(prompts, params)
                 for state, res in zip(live, results, strict=True):
                     _advance(state, cfg.protocol, [prefix + t for t in res.texts],

@@ -26,6 +26,7 @@ from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.dataset import stepwise_verdict_only_messages
 from stepjudge.judge.prompts import stepwise_judge_messages
+from stepjudge.judge.scoring import prefill_answer
 from stepjudge.judge.verdicts import majority_verdict
 
 __all__ = ["JudgeSpec", "ChunkQuery", "ChunkVerdict", "ChunkJudge"]
@@ -94,11 +95,7 @@ class ChunkJudge:
 
             probs = positive_probabilities(self.engine, prompts, spec.response_prefix)
             return [ChunkVerdict("Positive" if p >= spec.threshold else "Negative", p) for p in probs]
-        if spec.response_prefix:
-            render = getattr(self.engine, "render", None)
-            if render is None:
-                raise ValueError("response_prefix needs an engine that renders chat templates locally (hf)")
-            prompts = [render(p) + spec.response_prefix for p in prompts]
+        prompts = prefill_answer(self.engine, prompts, spec.response_prefix)
         temp = 0.0 if spec.votes == 1 and spec.temperature == 0 else spec.temperature
         params = SamplingParams(n=spec.votes, temperature=temp, max_tokens=spec.max_tokens, seed=spec.seed)
         out = []

@@ -20,7 +20,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["verdict_token_ids", "positive_probabilities", "calibrate_threshold"]
+__all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "calibrate_threshold"]
+
+
+def prefill_answer(engine: Any, prompts: Sequence[Any], response_prefix: str) -> list[Any]:
+    """Prompts whose assistant answer starts with ``response_prefix``: each chat is rendered with the
+    model's template (the engine must render locally, i.e. hf) and the prefix appended as text.
+    An empty prefix returns the prompts unchanged."""
+    if not response_prefix:
+        return list(prompts)
+    render = getattr(engine, "render", None)
+    if render is None:
+        raise ValueError("response_prefix needs an engine that renders chat templates locally (hf)")
+    return [render(p) + response_prefix for p in prompts]
 
 
 def _first_new_token(tokenizer: Any, context: str, word: str) -> int:
@@ -52,7 +64,7 @@ def positive_probabilities(engine: Any, prompts: Sequence[Any], response_prefix:
         raise ValueError(f"{type(engine).__name__} cannot read token probabilities; use the hf engine or "
                          "score with sampled votes")
     pos, neg = verdict_token_ids(engine.tokenizer, response_prefix)
-    texts = [engine.render(p) + response_prefix for p in prompts]
+    texts = prefill_answer(engine, prompts, response_prefix)
     out = []
     for lp_pos, lp_neg in engine.next_token_logprobs(texts, [pos, neg]):
         m = max(lp_pos, lp_neg)
