@@ -223,8 +223,11 @@ class DynamicSamplingMixin:
         if self.dynamic_sampling.mode == "drop":
             drop = self._ds_agree(self._ds_rewards)
             self._ds_log("agree_frac", drop.float().mean().item())
-        else:
+        elif self._ds_drop is not None:
             drop = self._ds_drop
+        else:  # a subclass generated without our _generate: nothing was decided, drop nothing
+            drop = torch.zeros(output["completion_mask"].size(0) * self.accelerator.num_processes
+                               // self.num_generations, dtype=torch.bool)
         self._ds_drop = None
         self._ds_log("dropped_groups", int(drop.sum().item()))
         if drop.any():

@@ -153,6 +153,18 @@ def test_drop_is_a_no_op_when_every_group_is_informative(tmp_path):
     assert _metric(trainer, "dropped_groups") == [0.0] and _metric(trainer, "agree_frac") == [0.0]
 
 
+def test_drop_of_every_group_gives_a_zero_loss_not_nan(tmp_path):
+    kinds = ["agree", "agree"]
+    trainer = _trainer(tmp_path, kinds, {"mode": "drop"})
+    out = _step(trainer, kinds)
+    assert out["completion_mask"].sum() == 0 and out["num_items_in_batch"].item() == 0
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; this calls the loss directly
+    loss = trainer.compute_loss(trainer.model, out)
+    assert torch.isfinite(loss)
+    assert loss.item() == 0.0
+    assert _metric(trainer, "dropped_groups") == [2.0] and _metric(trainer, "agree_frac") == [1.0]
+
+
 @pytest.mark.parametrize("on_exhausted", ["drop", "keep"])
 def test_resample_regenerates_an_always_agreeing_group_exactly_max_rounds_times(tmp_path, on_exhausted):
     trainer = _trainer(tmp_path, KINDS, {"mode": "resample", "max_rounds": 3, "on_exhausted": on_exhausted})
