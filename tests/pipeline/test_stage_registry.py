@@ -117,3 +117,13 @@ def test_registry_refuses_clashing_names():
     registry.add(Stage("second", run=lambda ctx: None))
     registry.add(Stage("zeroth", run=lambda ctx: None), before="first")
     assert registry.names() == ("zeroth", "first", "second", "last")
+
+
+def test_the_add_a_stage_example_in_the_docs_runs(tmp_path):
+    text = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text()
+    section = text[text.index("## Adding a stage"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n`Stage` fields")]
+    names = {"run_folder": tmp_path / "run"}
+    exec(compile(code, "docs/pipeline.md", "exec"), names)  # noqa: S102  (the docs' own example)
+    assert (tmp_path / "run" / "count" / "summary.json").exists() and "count" not in STAGE_REGISTRY
+    assert "## Word count" in (tmp_path / "run" / "report.md").read_text()
