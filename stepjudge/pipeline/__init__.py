@@ -1,5 +1,19 @@
-"""The end-to-end StepWiser loop (``stepjudge pipeline CONFIG``) and its report."""
+"""The end-to-end loop (``stepjudge pipeline CONFIG``), its stage registry and its report.
 
-from stepjudge.pipeline.run import STAGES, Pipeline, PipelineConfig, run_pipeline
+Importing the package registers the built-in stages: StepWiser's (:mod:`stepjudge.pipeline.stepwiser`)
+and the report (:mod:`stepjudge.pipeline.report`), which runs last.
+"""
 
-__all__ = ["STAGES", "Pipeline", "PipelineConfig", "run_pipeline"]
+from stepjudge.pipeline import report, stepwiser  # noqa: F401  (registers the built-in stages)
+from stepjudge.pipeline.registry import (
+    STAGE_REGISTRY,
+    PipelineConfig,
+    Stage,
+    StageContext,
+    StageRegistry,
+    register_stage,
+)
+from stepjudge.pipeline.run import Pipeline, run_pipeline
+
+__all__ = ["STAGE_REGISTRY", "Pipeline", "PipelineConfig", "Stage", "StageContext", "StageRegistry",
+           "register_stage", "run_pipeline"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from stepjudge.pipeline import PipelineConfig
-from stepjudge.pipeline.run import (
+from stepjudge.pipeline.stepwiser import (
     _annotate_cfg,
     _best_of_n_cfg,
     _chunk_reset_cfg,

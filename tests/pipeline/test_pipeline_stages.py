@@ -137,12 +137,32 @@ def test_selection_stage_fine_tunes_on_both_sets_and_scores_each_policy(tmp_path
                          "eval": {"arith": {"n": 2}, "chunk_max_tokens": 4, "max_chunks": 1}}}
     Pipeline(cfg, progress=False).run()
     summary = json.loads((out / "selection" / "summary.json").read_text())
-    assert summary["sets"]["selected_problems"] == 3 and summary["sets"]["problems"] == 4
-    judge_rows = [json.loads(x) for x in (out / "selection" / "sets" / "sft_judge.jsonl").read_text().splitlines()]
-    assert [r["sample_index"] for r in judge_rows] == [0, 0, 0]  # the judge's favourite correct sample
-    assert set(summary["policies"]) == {"base", "judge", "outcome"}
+    sets = summary["sets"]
+    assert (sets["problems"], sets["selected_problems"], sets["skipped_no_eligible_sample"]) == (4, 3, 1)
+    rows = {name: [json.loads(x) for x in (out / "selection" / "sets" / f"sft_{name}.jsonl").read_text().splitlines()]
+            for name in ("judge", "outcome")}
+    assert [r["sample_index"] for r in rows["judge"]] == [0, 0, 0]  # the judge's favourite correct sample
+    assert [r["sample_index"] for r in rows["outcome"]] == [1, 1, 0]  # a seeded draw among the correct ones
+    assert sets["same_pick"] == 1 and sets["mean_score_judge_pick"] == 0.9
+    assert sets["mean_score_outcome_pick"] == pytest.approx((0.4 + 0.4 + 0.9) / 3)
+    # Each policy is scored on the same 2 new problems without a judge, and the summary carries the numbers
+    # its own eval run measured: a 4-token single chunk from a random model never reaches an answer.
+    final = {name: str(out / "selection" / f"sft_{name}" / "final") for name in ("judge", "outcome")}
+    assert summary["policies"] == {
+        "base": {"model": "tiny-random", "sft_rows": 0, "accuracy": 0.0, "problems": 2, "mean_accepted_tokens": 4.0},
+        "judge": {"model": final["judge"], "sft_rows": 3, "accuracy": 0.0, "problems": 2,
+                  "mean_accepted_tokens": 4.0},
+        "outcome": {"model": final["outcome"], "sft_rows": 3, "accuracy": 0.0, "problems": 2,
+                    "mean_accepted_tokens": 4.0}}
     for name in ("judge", "outcome"):
-        assert (out / "selection" / f"sft_{name}" / "final" / "model.safetensors").exists()
-        assert summary["policies"][name]["model"] == str(out / "selection" / f"sft_{name}" / "final")
-    assert all(p["problems"] == 2 and 0 <= p["accuracy"] <= 1 for p in summary["policies"].values())
-    assert "Data selection" in (out / "report.md").read_text()
+        assert (Path(final[name]) / "model.safetensors").exists()
+    for name in ("base", "judge", "outcome"):
+        ev = json.loads((out / "selection" / f"eval_{name}" / "summary.json").read_text())
+        assert ev["primary"] == "baseline" and ev["methods"]["baseline"]["status"] == {"truncated": 2}
+        assert ev["methods"]["baseline"]["judge_calls"] == 0
+    report = (out / "report.md").read_text()
+    assert "| base policy (no SFT) | 0 | 0.0 | 4.0 |" in report
+    assert "| SFT on judge-selected samples | 3 | 0.0 | 4.0 |" in report
+    assert "| problems with an eligible sample: 3 of 4; same pick by both rules: 1 |  |  |  |" in report
+    headline = json.loads((out / "results.json").read_text())["headline"]
+    assert headline == {"policy accuracy after SFT (%)": {"base": 0.0, "judge-selected": 0.0, "outcome-only": 0.0}}

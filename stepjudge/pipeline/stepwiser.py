@@ -1,0 +1,441 @@
+"""StepWiser's stages, each declared once with :func:`~stepjudge.pipeline.registry.register_stage`.
+
+============== ======================================= =========================================
+stage          what                                    done when
+============== ======================================= =========================================
+annotate       sample K solutions, MC rollouts, labels annotate/report.json
+judge_data     judge prompts, balanced train, held-out judge_data/stats.json
+judge          GRPO judge + held-out before/after      judge/report.md and judge/final/
+processbench   ProcessBench slice, base vs trained     processbench_{before,after}/summary.json
+chunk_reset    Chunk-Reset vs the same policy alone    chunk_reset/summary.json
+best_of_n      judge best-of-N / weighted vote vs maj. best_of_n/summary.json
+selection      SFT on judge- vs outcome-selected samples selection/summary.json
+============== ======================================= =========================================
+
+(``report``, declared in :mod:`stepjudge.pipeline.report`, runs last.) Each stage's YAML section takes
+the keys of the stage's own command (``stepjudge annotate``, ``train judge-data``, ``train judge``,
+``eval processbench``, ``solve``, ``rerank``); the builders below fill in the paths that connect the
+stages and the shared policy/engine. Builders run when the pipeline config is loaded, so a typo fails
+before an hour of annotation, not after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepjudge.pipeline.registry import Panels, PipelineConfig, StageContext, Table, register_stage
+from stepjudge.pipeline.report import dig, fmt, fmt_key, load_json, pct
+from stepjudge.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = ["judge_prompt", "response_prefix", "judge_spec", "ChunkResetOptions"]
+
+
+# ------------------------------------------------------------------ derived settings
+def judge_prompt(cfg: PipelineConfig) -> str:
+    """The judge's prompt follows the judge data's format (verdict-only or reasoning)."""
+    return "no-cot" if cfg.section("judge_data").get("format", "generative") == "no-cot" else "stepwise"
+
+
+def response_prefix(cfg: PipelineConfig) -> str:
+    """A verdict-only judge's answer is pre-filled up to the verdict."""
+    return cfg.section("judge").get("response_prefix", "\\boxed{" if judge_prompt(cfg) == "no-cot" else "")
+
+
+def judge_spec(cfg: PipelineConfig) -> dict[str, Any]:
+    """How the downstream stages read the trained judge (``JudgeSpec`` fields)."""
+    prefix = response_prefix(cfg)
+    if prefix:  # verdict-only judge: P(Positive) from the verdict token after the prefix
+        return {"prompt": judge_prompt(cfg), "response_prefix": prefix, "score": "token-prob"}
+    # a reasoning judge: greedy, as long as it was trained to write (one vote; raise votes for shares)
+    return {"prompt": judge_prompt(cfg), "response_prefix": "", "score": "votes", "votes": 1,
+            "temperature": 0.0, "max_tokens": int(cfg.section("judge").get("max_completion_length", 3096))}
+
+
+# ------------------------------------------------------------------ stage configs
+def _annotate_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.annotate.pipeline import AnnotateConfig
+
+    return AnnotateConfig(**{"policy": cfg.policy, "engine": cfg.engine.model_dump(), **cfg.section("annotate"),
+                             "out": str(out / "annotate")})
+
+
+def _judge_data_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.judge.dataset import JudgeDatasetConfig
+
+    return JudgeDatasetConfig(**{"tokenizer": cfg.judge_base or cfg.policy, **cfg.section("judge_data"),
+                                 "annotations": str(out / "annotate" / "annotations.jsonl")})
+
+
+def _judge_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.train.judge import JudgeRLConfig
+
+    data = out / "judge_data"
+    return JudgeRLConfig(**{"model": cfg.judge_base or cfg.policy, "response_prefix": response_prefix(cfg),
+                            "heldout_data": str(data / "heldout.jsonl"), **cfg.section("judge"),
+                            "train_data": str(data / "train.jsonl"), "out": str(out / "judge")})
+
+
+def _processbench_cfgs(cfg: PipelineConfig, out: Path):
+    from stepjudge.eval.processbench import ProcessBenchEvalConfig
+
+    prefix = response_prefix(cfg)
+    base = {"protocol": "stepwise", "judge_prompt": judge_prompt(cfg), "response_prefix": prefix,
+            "max_tokens": 4 if prefix else None, "engine": cfg.engine.model_dump(), **cfg.section("processbench")}
+    before = cfg.judge_base or cfg.policy
+    after = str(out / "judge" / "final")
+    return (ProcessBenchEvalConfig(**{**base, "judge": before, "out": str(out / "processbench_before")}),
+            ProcessBenchEvalConfig(**{**base, "judge": after, "out": str(out / "processbench_after")}))
+
+
+def _chunk_reset_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.infer.chunk_reset import ChunkResetConfig
+
+    section = {"reset": True, **cfg.section("chunk_reset")}  # the stage exists to compare the judge with no judge
+    return ChunkResetConfig(**_with_models(cfg, out, ChunkResetConfig, section, "chunk_reset"))
+
+
+def _best_of_n_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.infer.best_of_n import BestOfNConfig
+
+    return BestOfNConfig(**_with_models(cfg, out, BestOfNConfig, cfg.section("best_of_n"), "best_of_n"))
+
+
+def _fresh_problem_options(section: dict) -> dict:
+    """The annotate section's problem options, pointed at *new* problems of the same kind.
+
+    Downstream stages solve problems of the annotated kind but not the annotated ones: generated arith
+    problems get a seed the annotation did not use (seed + 1000). (To be replaced by the Task's own
+    method when tasks own their problem sources.)
+    """
+    fresh = {key: section[key] for key in ("problems", "arith") if key in section}
+    if "arith" in fresh:
+        fresh["arith"] = {**fresh["arith"], "seed": int(fresh["arith"].get("seed", 0)) + 1000}
+    return fresh
+
+
+def _with_models(cfg: PipelineConfig, out: Path, model_cls: Any, section: dict, name: str) -> dict:
+    """Fill the policy, the trained judge and its prompt settings into a solve/rerank section."""
+    fields = model_cls.model_fields
+    filled: dict[str, Any] = {}
+    engine = cfg.engine.model_dump()
+    annotate = cfg.section("annotate")
+    for key, value in (("policy", cfg.policy), ("judge", str(out / "judge" / "final")),
+                       ("judge_spec", judge_spec(cfg)), ("out", str(out / name)), ("engine", engine),
+                       ("policy_engine", engine), ("judge_engine", engine)):
+        if key in fields:
+            filled[key] = value
+    if "prompt_style" in fields and "prompt_style" in annotate:
+        filled["prompt_style"] = annotate["prompt_style"]
+    filled.update({k: v for k, v in _fresh_problem_options(annotate).items() if k in fields})
+    return {**filled, **section, **({"out": filled["out"]} if "out" in filled else {})}
+
+
+def _selection_cfgs(cfg: PipelineConfig, out: Path) -> tuple[int, dict, dict]:
+    """(seed, PolicySFTConfig kwargs without data/out, ChunkResetConfig kwargs without policy/out)."""
+    from stepjudge.infer.chunk_reset import ChunkResetConfig
+    from stepjudge.train.policy_sft import PolicySFTConfig
+
+    selection = cfg.section("selection")
+    extra = set(selection) - {"seed", "sft", "eval"}
+    if extra:
+        raise ValueError(f"selection: unknown keys {sorted(extra)} (seed, sft, eval)")
+    sft = {"model": cfg.policy, **selection.get("sft", {})}
+    PolicySFTConfig(**sft, data="sft.jsonl", out=str(out / "selection"))  # validate now
+    ev = _with_models(cfg, out, ChunkResetConfig, {**selection.get("eval", {}), "reset": False}, "selection")
+    ev.pop("judge", None)
+    ev.pop("judge_spec", None)
+    ChunkResetConfig(**ev)
+    return int(selection.get("seed", 0)), sft, ev
+
+
+# ------------------------------------------------------------------ report sections and plot panels
+def _strip(result: Mapping | None) -> dict | None:
+    return None if result is None else {k: v for k, v in result.items() if k != "predictions"}
+
+
+def _annotate_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    ann = results["annotate"]
+    if not ann:
+        return []
+    rows = [["solutions annotated / sampled", f"{ann['solutions_annotated']} / {ann['solutions']}"],
+            ["correct solutions", str(ann.get("solutions_correct"))],
+            ["chunks labelled", str(ann["chunks"])]]
+    for scheme, bal in ann.get("class_balance", {}).items():
+        rows.append([f"{scheme}: positive / negative", f"{bal['positive']} / {bal['negative']}"])
+    for scheme, agr in (ann.get("truth_agreement") or {}).items():
+        if isinstance(agr, Mapping):
+            rows.append([f"{scheme}: agreement with true first error (balanced F1)", fmt(agr.get("balanced_f1"))])
+    comp = ann.get("compute", {})
+    rows.append(["rollouts (rollouts/s)", f"{comp.get('rollouts')} ({fmt(comp.get('rollouts_per_s'))})"])
+    imgs = ["annotate/q_trajectories.png"] if (out / "annotate" / "q_trajectories.png").exists() else []
+    return [("Annotation (Monte-Carlo chunk labels)", ["", "value"], rows, imgs)]
+
+
+_JUDGE_ROWS = (("accuracy", "accuracy (%)"), ("acc_positive", "acc. Positive chunks (%)"),
+               ("acc_negative", "acc. Negative chunks (%)"), ("balanced_f1", "balanced F1"),
+               ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive"),
+               ("calibrated.threshold", "P(Positive) cut fitted on the train split"),
+               ("calibrated.balanced_f1", "balanced F1 at that cut"),
+               ("calibrated.accuracy", "accuracy at that cut (%)"))
+
+
+def _judge_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    before, after = results["judge_before"], results["judge_after"]
+    if not (before or after):
+        return []
+    rows = [[name, fmt_key(dig(before, k), k), fmt_key(dig(after, k), k)] for k, name in _JUDGE_ROWS]
+    ref = before or after
+    title = (f"Judge on held-out chunks ({ref['n']}: {ref['n_positive']} Positive / {ref['n_negative']} "
+             "Negative), before vs after RL")
+    imgs = ["judge/curves.png"] if (out / "judge" / "curves.png").exists() else []
+    return [(title, ["metric", "before", "after"], rows, imgs)]
+
+
+def _judge_headline(results: Mapping[str, Any]) -> Panels:
+    b, a = results["judge_before"], results["judge_after"]
+    if not (b and a):
+        return {}
+    panels = {"held-out judge balanced F1": {"before": b.get("balanced_f1") or 0.0,
+                                             "after": a.get("balanced_f1") or 0.0}}
+    if b.get("auroc") is not None and a.get("auroc") is not None:
+        panels["held-out judge AUROC"] = {"before": b["auroc"], "after": a["auroc"]}
+    return panels
+
+
+def _processbench_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    pb_b, pb_a = results["processbench_before"], results["processbench_after"]
+    if not (pb_b or pb_a):
+        return []
+    subsets = sorted({k for r in (pb_b, pb_a) if r for k in r["metrics"] if k != "average_f1"})
+    rows = []
+    for s in subsets:
+        b = (pb_b or {}).get("metrics", {}).get(s, {})
+        a = (pb_a or {}).get("metrics", {}).get(s, {})
+        rows.append([s, str(b.get("n") or a.get("n")), fmt(b.get("acc_error")), fmt(a.get("acc_error")),
+                     fmt(b.get("acc_correct")), fmt(a.get("acc_correct")), fmt(b.get("f1")), fmt(a.get("f1"))])
+    return [("ProcessBench slice (stepwise protocol), before vs after",
+             ["subset", "n", "acc. error before", "after", "acc. correct before", "after", "F1 before",
+              "F1 after"], rows, [])]
+
+
+def _processbench_headline(results: Mapping[str, Any]) -> Panels:
+    pb_b, pb_a = results["processbench_before"], results["processbench_after"]
+    if not (pb_b and pb_a):
+        return {}
+    return {"ProcessBench avg F1": {"before": pb_b["metrics"].get("average_f1") or 0.0,
+                                    "after": pb_a["metrics"].get("average_f1") or 0.0}}
+
+
+_CR_ROWS = (("accuracy", "accuracy (%)"), ("mean_accepted_tokens", "accepted length (tokens, mean)"),
+            ("mean_rejected_tokens", "rejected length (tokens, mean)"), ("judge_calls", "judge calls"),
+            ("judge_calls_per_problem", "judge calls per problem"), ("resets", "chunks re-sampled"),
+            ("kept_after_max", "chunks kept after max tries"), ("mean_chunks", "chunks per solution"))
+_CR_NAMES = {"chunk_reset": "Chunk-Reset", "baseline": "no judge"}
+
+
+def _chunk_reset_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    """`stepjudge solve`'s summary.json: one column per method (Chunk-Reset, the no-judge baseline)."""
+    cr = results["chunk_reset"]
+    if not cr:
+        return []
+    methods = cr.get("methods", {})
+    header = ["metric", *(_CR_NAMES.get(m, m) for m in methods)]
+    spec = cr.get("judge_spec") or {}
+    rows = []
+    if spec.get("score") == "token-prob":
+        rows.append(["judge rejects when P(Positive) <",
+                     *(fmt_key(spec.get("threshold"), "threshold") if m == "chunk_reset" else "" for m in methods)])
+    for key, name in _CR_ROWS:
+        cell = pct if key == "accuracy" else fmt
+        rows.append([name, *(cell(v.get(key)) for v in methods.values())])
+    return [("Chunk-Reset reasoning vs the same policy without a judge", header, rows, [])]
+
+
+def _chunk_reset_headline(results: Mapping[str, Any]) -> Panels:
+    cr = results["chunk_reset"]
+    if not (cr and cr.get("methods")):
+        return {}
+    return {"Chunk-Reset accuracy (%)": {_CR_NAMES.get(k, k): 100 * (v.get("accuracy") or 0.0)
+                                         for k, v in cr["methods"].items()}}
+
+
+def _best_of_n_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    """`stepjudge rerank`'s summary.json: accuracy of each way of picking one of the N answers."""
+    from stepjudge.infer.best_of_n import METHOD_NAMES
+
+    bon = results["best_of_n"]
+    if not bon:
+        return []
+    n = bon.get("problems")
+    rows = [[METHOD_NAMES.get(m, m), pct(acc), f"{bon.get('correct_problems', {}).get(m)} / {n}"]
+            for m, acc in bon.get("accuracy", {}).items()]
+    rows.append(["judge calls (chunks scored)", str(bon.get("judge_calls")), ""])
+    rows.append(["mean judge score: correct / wrong samples",
+                 f"{fmt(bon.get('mean_score_correct'))} / {fmt(bon.get('mean_score_wrong'))}", ""])
+    return [("Best-of-N and voting with the judge", ["method", "accuracy (%)", "correct / problems"], rows, [])]
+
+
+_BON_NAMES = {"first": "pass@1", "majority": "majority", "best_of_n": "judge best", "weighted": "judge-weighted",
+              "oracle": "oracle"}
+
+
+def _best_of_n_headline(results: Mapping[str, Any]) -> Panels:
+    bon = results["best_of_n"]
+    if not (bon and isinstance(bon.get("accuracy"), Mapping)):
+        return {}
+    return {"best-of-N accuracy (%)": {_BON_NAMES.get(k, k): 100 * v for k, v in bon["accuracy"].items()
+                                       if isinstance(v, (int, float))}}
+
+
+def _selection_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    sel = results["selection"]
+    if not sel:
+        return []
+    names = {"base": "base policy (no SFT)", "judge": "SFT on judge-selected samples",
+             "outcome": "SFT on outcome-selected samples"}
+    rows = [[names.get(k, k), str(v.get("sft_rows")), pct(v.get("accuracy")), fmt(v.get("mean_accepted_tokens"))]
+            for k, v in sel["policies"].items()]
+    sets = sel.get("sets", {})
+    rows.append([f"problems with an eligible sample: {sets.get('selected_problems')} of {sets.get('problems')}; "
+                 f"same pick by both rules: {sets.get('same_pick')}", "", "", ""])
+    return [("Data selection: judge (stepwise rejection sampling) vs outcome-only",
+             ["policy", "SFT rows", "accuracy on new problems (%)", "tokens per solution"], rows, [])]
+
+
+def _selection_headline(results: Mapping[str, Any]) -> Panels:
+    sel = results["selection"]
+    if not (sel and len(sel.get("policies", {})) > 1):
+        return {}
+    names = {"base": "base", "judge": "judge-selected", "outcome": "outcome-only"}
+    return {"policy accuracy after SFT (%)": {names.get(k, k): 100 * (v.get("accuracy") or 0.0)
+                                              for k, v in sel["policies"].items()}}
+
+
+# ------------------------------------------------------------------ the stages
+@register_stage(
+    "annotate", build=_annotate_cfg, done=("annotate/report.json",), decides_results=True,
+    section_help="`stepjudge annotate` options",
+    results=lambda out: {"annotate": load_json(out / "annotate" / "report.json")}, tables=_annotate_tables)
+def _run_annotate(ctx: StageContext) -> None:
+    from stepjudge.annotate.pipeline import annotate
+
+    annotate(_annotate_cfg(ctx.config, ctx.out), progress=ctx.progress)
+
+
+@register_stage(
+    "judge_data", build=_judge_data_cfg, done=("judge_data/stats.json",), decides_results=True,
+    section_help="`stepjudge train judge-data` options", section_default=lambda: {"format": "no-cot"},
+    results=lambda out: {"judge_data": load_json(out / "judge_data" / "stats.json")})
+def _run_judge_data(ctx: StageContext) -> None:
+    from stepjudge.judge.dataset import build_judge_datasets, write_datasets
+
+    write_datasets(build_judge_datasets(_judge_data_cfg(ctx.config, ctx.out)), ctx.out / "judge_data")
+
+
+@register_stage(
+    "judge", build=_judge_cfg, done=("judge/report.md", "judge/final/model.safetensors"), decides_results=True,
+    section_help="`stepjudge train judge` options",
+    results=lambda out: {"judge_before": _strip(load_json(out / "judge" / "eval_before.json")),
+                         "judge_after": _strip(load_json(out / "judge" / "eval_after.json"))},
+    tables=_judge_tables, headline=_judge_headline)
+def _run_judge(ctx: StageContext) -> None:
+    from stepjudge.train.judge import train_judge
+
+    train_judge(_judge_cfg(ctx.config, ctx.out))
+
+
+@register_stage(
+    "processbench", build=_processbench_cfgs,
+    done=("processbench_before/summary.json", "processbench_after/summary.json"),
+    section_help="`stepjudge eval processbench` options (the judge is filled in)",
+    section_default=lambda: {"subsets": ["gsm8k"], "limit": 12, "balanced": True},
+    results=lambda out: {"processbench_before": load_json(out / "processbench_before" / "summary.json"),
+                         "processbench_after": load_json(out / "processbench_after" / "summary.json")},
+    tables=_processbench_tables, headline=_processbench_headline)
+def _run_processbench(ctx: StageContext) -> None:
+    from stepjudge.eval.processbench import ProcessBenchRun
+
+    for cfg in _processbench_cfgs(ctx.config, ctx.out):
+        ProcessBenchRun(cfg, progress=ctx.progress).run()
+
+
+class ChunkResetOptions(BaseModel):
+    """Top-level pipeline keys owned by the chunk_reset stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibrated_threshold: bool = Field(
+        True, description="Chunk-Reset rejects chunks below the trained judge's P(Positive) cut fitted on the "
+                          "judge's *train* split (judge/eval_after.json), unless chunk_reset.judge_spec sets "
+                          "a threshold; off = the plain 0.5 cut")
+
+
+@register_stage(
+    "chunk_reset", build=_chunk_reset_cfg, done=("chunk_reset/summary.json",), options=ChunkResetOptions,
+    section_help="`stepjudge solve` options",
+    results=lambda out: {"chunk_reset": load_json(out / "chunk_reset" / "summary.json")},
+    tables=_chunk_reset_tables, headline=_chunk_reset_headline)
+def _run_chunk_reset(ctx: StageContext) -> None:
+    from stepjudge.infer.chunk_reset import run_chunk_reset
+
+    cfg = _chunk_reset_cfg(ctx.config, ctx.out)
+    explicit = "threshold" in (ctx.config.section("chunk_reset").get("judge_spec") or {})
+    after = ctx.out / "judge" / "eval_after.json"
+    if ctx.config.option("calibrated_threshold") and not explicit and after.exists():
+        cut = (json.loads(after.read_text()).get("calibrated") or {}).get("threshold")
+        if cut is not None:
+            log.info("pipeline: Chunk-Reset uses the judge's train-calibrated cut P(Positive) >= %.4f", cut)
+            cfg = cfg.model_copy(update={"judge_spec": cfg.judge_spec.model_copy(update={"threshold": cut})})
+    run_chunk_reset(cfg)
+
+
+@register_stage(
+    "best_of_n", build=_best_of_n_cfg, done=("best_of_n/summary.json",), section_help="`stepjudge rerank` options",
+    results=lambda out: {"best_of_n": load_json(out / "best_of_n" / "summary.json")},
+    tables=_best_of_n_tables, headline=_best_of_n_headline)
+def _run_best_of_n(ctx: StageContext) -> None:
+    from stepjudge.infer.best_of_n import run_best_of_n
+
+    run_best_of_n(_best_of_n_cfg(ctx.config, ctx.out))
+
+
+@register_stage(
+    "selection", build=_selection_cfgs, done=("selection/summary.json",),
+    section_help="data selection from best_of_n's samples: `seed` (outcome-only draw), `sft` (`stepjudge select "
+                 "train` options) and `eval` (`stepjudge solve` options for scoring the base and both fine-tuned "
+                 "policies on new problems, no judge)",
+    results=lambda out: {"selection": load_json(out / "selection" / "summary.json")},
+    tables=_selection_tables, headline=_selection_headline)
+def _run_selection(ctx: StageContext) -> None:
+    """StepWiser's stepwise rejection sampling vs outcome-only selection (Table 8, in miniature):
+    fine-tune the policy on each SFT set and score base and both on new problems, no judge."""
+    from stepjudge.infer.chunk_reset import ChunkResetConfig, run_chunk_reset
+    from stepjudge.infer.select import build_selection_sets
+    from stepjudge.train.policy_sft import PolicySFTConfig, train_policy_sft
+
+    seed, sft, ev = _selection_cfgs(ctx.config, ctx.out)
+    sel = ctx.out / "selection"
+    stats = build_selection_sets(ctx.out / "best_of_n" / "samples.jsonl", sel / "sets", seed=seed)
+    policies: dict[str, dict[str, Any]] = {"base": {"model": ctx.config.policy, "sft_rows": 0}}
+    if stats["selected_problems"]:
+        for name in ("judge", "outcome"):
+            final = train_policy_sft(PolicySFTConfig(**sft, data=str(sel / "sets" / f"sft_{name}.jsonl"),
+                                                     out=str(sel / f"sft_{name}")))
+            policies[name] = {"model": str(final), "sft_rows": stats["selected_problems"]}
+    else:
+        log.warning("selection: no problem has a correct sample in the chunk format; nothing to fine-tune")
+    for name, info in policies.items():
+        summary = run_chunk_reset(ChunkResetConfig(**{**ev, "policy": info["model"],
+                                                      "out": str(sel / f"eval_{name}")}))
+        method = summary["methods"][summary["primary"]]
+        info.update(accuracy=method["accuracy"], problems=method["problems"],
+                    mean_accepted_tokens=method["mean_accepted_tokens"])
+    atomic_write_json(sel / "summary.json", {"sets": stats, "policies": policies})
