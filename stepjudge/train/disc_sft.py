@@ -9,7 +9,7 @@ template has no ``{% generation %}`` markers, which that mask needs, so training
 original template back (it renders the same text, and serving stacks need not know the markers).
 
 Runs resume from the newest complete ``out/checkpoint-N``; the result is ``out/final`` (safetensors +
-tokenizer) plus ``out/train_log.json``. Evaluate it with
+tokenizer) plus ``out/train_log.json`` and ``out/curves.png``. Evaluate it with
 ``stepjudge.eval.judge_heldout.evaluate_judge_rows(..., protocol="discriminative")``.
 """
 
@@ -24,7 +24,8 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ class DiscSFTConfig(SFTRunConfig):
 
     model: str = Field("smollm2-135m", description="PRM to fine-tune: built-in name, local path or hub id")
     train_data: str = Field(description='JSONL of {"messages": [...]} rows (judge-data, discriminative)')
-    out: str = Field(description="run folder: checkpoints, final/ and train_log.json")
     max_length: int = Field(2048, ge=8, description="tokens per conversation; cut beyond")
 
 
@@ -87,4 +87,5 @@ def train_disc_sft(config: DiscSFTConfig | dict) -> Path:
     def restore_template(trainer: Any) -> None:  # final/ keeps the model's own chat template
         trainer.processing_class.chat_template = trainer._stepjudge_original_template
 
-    return train_to_final(make_trainer(cfg), cfg.out, "discriminative SFT", before_save=restore_template)
+    return train_to_final(make_trainer(cfg), cfg.out, "discriminative SFT", before_save=restore_template,
+                          panels=SFT_PANELS)

@@ -22,12 +22,12 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
+from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SegmentSFTConfig", "train_segment", "make_trainer", "load_sft_records", "find_last_checkpoint"]
-
 
 
 class SegmentSFTConfig(SFTRunConfig):
@@ -35,7 +35,6 @@ class SegmentSFTConfig(SFTRunConfig):
 
     model: str = Field("smollm2-135m", description="policy to fine-tune: built-in name, local path or hub id")
     data: str = Field(description="JSONL of prompt-completion records (stepjudge train segment-data)")
-    out: str = Field(description="run folder: checkpoints, final/ and train_log.json")
 
 
 def load_sft_records(path: str | os.PathLike) -> list[dict]:
@@ -67,4 +66,4 @@ def make_trainer(config: SegmentSFTConfig | dict) -> Any:
 def train_segment(config: SegmentSFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` on segmentation SFT data; returns the ``out/final`` checkpoint."""
     cfg = config if isinstance(config, SegmentSFTConfig) else SegmentSFTConfig(**config)
-    return train_to_final(make_trainer(cfg), cfg.out, "segmentation SFT")
+    return train_to_final(make_trainer(cfg), cfg.out, "segmentation SFT", panels=SFT_PANELS)
