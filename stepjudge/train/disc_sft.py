@@ -24,7 +24,7 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.core import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_rows, train_to_final
 from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,8 @@ class DiscSFTConfig(SFTRunConfig):
 
 def load_disc_rows(path: str | os.PathLike) -> list[dict]:
     """Read and check multi-turn "+"/"-" chats, naming file:line field on errors (before any model loads)."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    rows = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         msgs = check_chat_messages(rec.get("messages"), path=str(path), line=line, field="messages")
         for i, m in enumerate(msgs):
             if m["role"] == "assistant" and m["content"].strip() not in ("+", "-"):
@@ -56,10 +52,9 @@ def load_disc_rows(path: str | os.PathLike) -> list[dict]:
         if msgs[-1]["role"] != "assistant":
             raise DataError("the chat must end with the last chunk's verdict (an assistant turn)",
                             path=str(path), line=line, field="messages")
-        rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
-    if not rows:
-        raise DataError("no training rows", path=str(path))
-    return rows
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
+
+    return read_rows(path, parse)
 
 
 def make_trainer(config: DiscSFTConfig | dict) -> Any:

@@ -32,7 +32,14 @@ from pydantic import Field, model_validator
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.core import RLRunConfig, batch_plan, build_rl_trainer, passes_for, rl_training_args
+from stepjudge.train.core import (
+    RLRunConfig,
+    batch_plan,
+    build_rl_trainer,
+    passes_for,
+    read_rows,
+    rl_training_args,
+)
 from stepjudge.train.report import dotted_get, fmt_metric, plot_curves
 from stepjudge.train.rewards import RewardFunc, canonical_label, resolve_rewards
 
@@ -130,21 +137,16 @@ def load_judge_records(path: str | os.PathLike) -> list[dict]:
     Columns besides ``prompt`` and ``label`` (``problem_id``, ``chunk_index``, ...) are kept: TRL hands
     every column to the reward functions.
     """
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("judge training data file not found", path=str(path))
-    records = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         check_chat_messages(rec.get("prompt"), path=str(path), line=line, field="prompt")
         try:
             label = canonical_label(rec.get("label"))
         except ValueError as e:
             raise DataError(str(e), path=str(path), line=line, field="label") from None
-        records.append({**rec, "label": label})
-    if not records:
-        raise DataError("no judge training rows", path=str(path))
-    return records
+        return {**rec, "label": label}
+
+    return read_rows(path, parse, missing="judge training data file not found", empty="no judge training rows")
 
 
 def reward_functions(cfg: JudgeRLConfig, extra: Sequence[RewardFunc] = ()) -> list[RewardFunc]:

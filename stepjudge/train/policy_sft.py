@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.core import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_rows, train_to_final
 from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
@@ -39,22 +39,17 @@ class PolicySFTConfig(SFTRunConfig):
 
 def load_policy_rows(path: str | os.PathLike) -> list[dict]:
     """Read and check text prompt-completion rows, naming file:line field on errors (before any model loads)."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    rows = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         for key in ("prompt", "completion"):
             if not isinstance(rec.get(key), str):
                 raise DataError("expected a string (text prompt-completion rows)", path=str(path), line=line,
                                 field=key)
         if not rec["completion"].strip():
             raise DataError("empty completion", path=str(path), line=line, field="completion")
-        rows.append({"prompt": rec["prompt"], "completion": rec["completion"]})
-    if not rows:
-        raise DataError("no training rows (did every problem lack a correct sample?)", path=str(path))
-    return rows
+        return {"prompt": rec["prompt"], "completion": rec["completion"]}
+
+    return read_rows(path, parse, empty="no training rows (did every problem lack a correct sample?)")
 
 
 def make_trainer(config: PolicySFTConfig | dict) -> Any:

@@ -22,7 +22,13 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.core import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
+from stepjudge.train.core import (
+    SFTRunConfig,
+    build_sft_trainer,
+    find_last_checkpoint,
+    read_rows,
+    train_to_final,
+)
 from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
@@ -39,21 +45,16 @@ class SegmentSFTConfig(SFTRunConfig):
 
 def load_sft_records(path: str | os.PathLike) -> list[dict]:
     """Read and check conversational prompt-completion records, naming file:line field on errors."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    records = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         for key in ("prompt", "completion"):
             check_chat_messages(rec.get(key), path=str(path), line=line, field=key)
         if rec["completion"][-1]["role"] != "assistant" or not rec["completion"][-1]["content"].strip():
             raise DataError("the completion must end with a non-empty assistant message", path=str(path),
                             line=line, field="completion")
-        records.append({"prompt": rec["prompt"], "completion": rec["completion"]})
-    if not records:
-        raise DataError("no training records", path=str(path))
-    return records
+        return {"prompt": rec["prompt"], "completion": rec["completion"]}
+
+    return read_rows(path, parse, empty="no training records")
 
 
 def make_trainer(config: SegmentSFTConfig | dict) -> Any:
