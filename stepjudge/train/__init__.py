@@ -1,6 +1,8 @@
 """Training entry points, all on TRL: chunk-format SFT of the policy (``segment``), RL of the
-generative stepwise judge with GRPO + clip-higher (``judge``), and the discriminative "+"/"-" SFT
-baseline (``disc_sft``)."""
+generative stepwise judge with GRPO + clip-higher (``judge``), the discriminative "+"/"-" SFT
+baseline (``disc_sft``) and policy SFT on selected samples (``policy_sft``). The method-agnostic layer
+they stand on (run configs, TRL-args translation, trainer builders, the shared finalisation) is
+:mod:`stepjudge.train.core`; reward functions and their registry are :mod:`stepjudge.train.rewards`."""
 
 from stepjudge.train.segment import SegmentSFTConfig, find_last_checkpoint, load_sft_records, train_segment
 

@@ -9,7 +9,7 @@ template has no ``{% generation %}`` markers, which that mask needs, so training
 original template back (it renders the same text, and serving stacks need not know the markers).
 
 Runs resume from the newest complete ``out/checkpoint-N``; the result is ``out/final`` (safetensors +
-tokenizer) plus ``out/train_log.json``. Evaluate it with
+tokenizer) plus ``out/train_log.json`` and ``out/curves.png``. Evaluate it with
 ``stepjudge.eval.judge_heldout.evaluate_judge_rows(..., protocol="discriminative")``.
 """
 
@@ -24,7 +24,8 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_rows, train_to_final
+from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,13 @@ class DiscSFTConfig(SFTRunConfig):
 
     model: str = Field("smollm2-135m", description="PRM to fine-tune: built-in name, local path or hub id")
     train_data: str = Field(description='JSONL of {"messages": [...]} rows (judge-data, discriminative)')
-    out: str = Field(description="run folder: checkpoints, final/ and train_log.json")
     max_length: int = Field(2048, ge=8, description="tokens per conversation; cut beyond")
 
 
 def load_disc_rows(path: str | os.PathLike) -> list[dict]:
     """Read and check multi-turn "+"/"-" chats, naming file:line field on errors (before any model loads)."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    rows = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         msgs = check_chat_messages(rec.get("messages"), path=str(path), line=line, field="messages")
         for i, m in enumerate(msgs):
             if m["role"] == "assistant" and m["content"].strip() not in ("+", "-"):
@@ -56,10 +52,9 @@ def load_disc_rows(path: str | os.PathLike) -> list[dict]:
         if msgs[-1]["role"] != "assistant":
             raise DataError("the chat must end with the last chunk's verdict (an assistant turn)",
                             path=str(path), line=line, field="messages")
-        rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
-    if not rows:
-        raise DataError("no training rows", path=str(path))
-    return rows
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
+
+    return read_rows(path, parse)
 
 
 def make_trainer(config: DiscSFTConfig | dict) -> Any:
@@ -87,4 +82,5 @@ def train_disc_sft(config: DiscSFTConfig | dict) -> Path:
     def restore_template(trainer: Any) -> None:  # final/ keeps the model's own chat template
         trainer.processing_class.chat_template = trainer._stepjudge_original_template
 
-    return train_to_final(make_trainer(cfg), cfg.out, "discriminative SFT", before_save=restore_template)
+    return train_to_final(make_trainer(cfg), cfg.out, "discriminative SFT", before_save=restore_template,
+                          panels=SFT_PANELS)

@@ -6,9 +6,10 @@ TRL's :class:`~trl.SFTTrainer` with the loss on the completion only (the policy 
 selected solutions, not to reproduce the prompt); TRL appends EOS to each completion, so the policy also
 learns where a solution ends. Extra row fields (``problem_id``, ``score``...) are dropped.
 
-The shared SFT settings (:class:`~stepjudge.train.common.SFTRunConfig`) and the run layout match
+The shared SFT settings (:class:`~stepjudge.train.core.SFTRunConfig`) and the run layout (``final/``, ``train_log.json``, ``curves.png``) match
 ``train segment``: resumable from the newest complete ``out/checkpoint-N``, the result in ``out/final``
-(safetensors + tokenizer, loadable by :class:`~stepjudge.engines.hf.HFEngine`) plus ``out/train_log.json``.
+(safetensors + tokenizer, loadable by :class:`~stepjudge.engines.hf.HFEngine`) plus ``out/train_log.json``
+and ``out/curves.png``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from pydantic import Field
 
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_rows, train_to_final
+from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
 
@@ -33,27 +35,21 @@ class PolicySFTConfig(SFTRunConfig):
 
     model: str = Field("smollm2-135m", description="policy to fine-tune (the one that wrote the samples)")
     data: str = Field(description="JSONL of text prompt-completion rows (sft_judge.jsonl / sft_outcome.jsonl)")
-    out: str = Field(description="run folder: checkpoints, final/ and train_log.json")
 
 
 def load_policy_rows(path: str | os.PathLike) -> list[dict]:
     """Read and check text prompt-completion rows, naming file:line field on errors (before any model loads)."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    rows = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         for key in ("prompt", "completion"):
             if not isinstance(rec.get(key), str):
                 raise DataError("expected a string (text prompt-completion rows)", path=str(path), line=line,
                                 field=key)
         if not rec["completion"].strip():
             raise DataError("empty completion", path=str(path), line=line, field="completion")
-        rows.append({"prompt": rec["prompt"], "completion": rec["completion"]})
-    if not rows:
-        raise DataError("no training rows (did every problem lack a correct sample?)", path=str(path))
-    return rows
+        return {"prompt": rec["prompt"], "completion": rec["completion"]}
+
+    return read_rows(path, parse, empty="no training rows (did every problem lack a correct sample?)")
 
 
 def make_trainer(config: PolicySFTConfig | dict) -> Any:
@@ -66,4 +62,4 @@ def make_trainer(config: PolicySFTConfig | dict) -> Any:
 def train_policy_sft(config: PolicySFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` on selected samples; returns the ``out/final`` checkpoint."""
     cfg = config if isinstance(config, PolicySFTConfig) else PolicySFTConfig(**config)
-    return train_to_final(make_trainer(cfg), cfg.out, "policy SFT")
+    return train_to_final(make_trainer(cfg), cfg.out, "policy SFT", panels=SFT_PANELS)

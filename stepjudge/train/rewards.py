@@ -1,4 +1,9 @@
-"""Rewards for RL-training a stepwise judge, with TRL's reward-function signature.
+"""Reward functions for RL training, with TRL's reward-function signature, and their registry.
+
+Run configs name rewards in YAML (``rewards: [verdict, format]``): a name registered with
+:func:`register_reward`, or an import path ``package.module:function`` for a user's own reward;
+:func:`resolve_reward` turns either into the callable. The registry is this module's one table,
+filled by the decorator where each reward is defined.
 
 TRL's :class:`~trl.GRPOTrainer` calls each reward function with keyword arguments ``prompts``,
 ``completions``, ``completion_ids``, ``trainer_state``, ``log_extra``, ``log_metric`` and every
@@ -21,7 +26,56 @@ from typing import Any
 
 from stepjudge.grading.extract import extract_verdict
 
-__all__ = ["canonical_label", "completion_text", "format_penalty_reward", "verdict_reward"]
+__all__ = ["RewardFunc", "canonical_label", "completion_text", "format_penalty_reward", "register_reward",
+           "registered_rewards", "resolve_reward", "resolve_rewards", "verdict_reward"]
+
+RewardFunc = Callable[..., list[float]]
+_REGISTRY: dict[str, RewardFunc] = {}
+
+
+def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
+    """Decorator: make ``func`` available to configs as ``name``; a name is registered once."""
+
+    def add(func: RewardFunc) -> RewardFunc:
+        if _REGISTRY.get(name, func) is not func:
+            raise ValueError(f"reward name {name!r} is already registered to {_REGISTRY[name].__qualname__}")
+        _REGISTRY[name] = func
+        return func
+
+    return add
+
+
+def registered_rewards() -> list[str]:
+    """The names a config may use, sorted."""
+    return sorted(_REGISTRY)
+
+
+def resolve_reward(spec: str) -> RewardFunc:
+    """The reward callable for a registered name or an import path ``package.module:function``."""
+    import importlib
+
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]
+    if ":" not in spec:
+        raise ValueError(f"unknown reward {spec!r}: registered rewards are {registered_rewards()}, "
+                         "or give an import path 'package.module:function'")
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"reward {spec!r}: cannot import module {module_name!r} ({e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"reward {spec!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"reward {spec!r} is not callable")
+    return obj
+
+
+def resolve_rewards(specs: Sequence[str]) -> list[RewardFunc]:
+    """Every configured reward, in order (TRL sums them with weight 1 each)."""
+    return [resolve_reward(s) for s in specs]
 
 _VERDICTS = {"positive": "Positive", "negative": "Negative"}
 # The whole output is one box holding a verdict, optionally as \text{...}; whitespace anywhere around.
@@ -59,6 +113,7 @@ def canonical_label(label: Any) -> str:
     return value
 
 
+@register_reward("verdict")
 def verdict_reward(prompts: Sequence[Any], completions: Sequence[Any], label: Sequence[str],
                    log_metric: Callable[[str, float], None] | None = None, **kwargs: Any) -> list[float]:
     """1.0 when the completion's last boxed verdict equals ``label``, else 0.0 (unparseable -> 0.0).
@@ -88,6 +143,7 @@ def verdict_reward(prompts: Sequence[Any], completions: Sequence[Any], label: Se
     return rewards
 
 
+@register_reward("format")
 def format_penalty_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """-1.0 unless the output is exactly one boxed verdict (``\\boxed{Positive}``, spaces allowed), else 0.0.
 

@@ -22,12 +22,18 @@ from pydantic import Field
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
-from stepjudge.train.common import SFTRunConfig, build_sft_trainer, find_last_checkpoint, train_to_final
+from stepjudge.train.core import (
+    SFTRunConfig,
+    build_sft_trainer,
+    find_last_checkpoint,
+    read_rows,
+    train_to_final,
+)
+from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SegmentSFTConfig", "train_segment", "make_trainer", "load_sft_records", "find_last_checkpoint"]
-
 
 
 class SegmentSFTConfig(SFTRunConfig):
@@ -35,26 +41,20 @@ class SegmentSFTConfig(SFTRunConfig):
 
     model: str = Field("smollm2-135m", description="policy to fine-tune: built-in name, local path or hub id")
     data: str = Field(description="JSONL of prompt-completion records (stepjudge train segment-data)")
-    out: str = Field(description="run folder: checkpoints, final/ and train_log.json")
 
 
 def load_sft_records(path: str | os.PathLike) -> list[dict]:
     """Read and check conversational prompt-completion records, naming file:line field on errors."""
-    from stepjudge.utils.io import iter_jsonl
 
-    if not Path(path).exists():
-        raise DataError("training data file not found", path=str(path))
-    records = []
-    for line, rec in iter_jsonl(path):
+    def parse(rec: dict, line: int) -> dict:
         for key in ("prompt", "completion"):
             check_chat_messages(rec.get(key), path=str(path), line=line, field=key)
         if rec["completion"][-1]["role"] != "assistant" or not rec["completion"][-1]["content"].strip():
             raise DataError("the completion must end with a non-empty assistant message", path=str(path),
                             line=line, field="completion")
-        records.append({"prompt": rec["prompt"], "completion": rec["completion"]})
-    if not records:
-        raise DataError("no training records", path=str(path))
-    return records
+        return {"prompt": rec["prompt"], "completion": rec["completion"]}
+
+    return read_rows(path, parse, empty="no training records")
 
 
 def make_trainer(config: SegmentSFTConfig | dict) -> Any:
@@ -67,4 +67,4 @@ def make_trainer(config: SegmentSFTConfig | dict) -> Any:
 def train_segment(config: SegmentSFTConfig | dict) -> Path:
     """Fine-tune ``config.model`` on segmentation SFT data; returns the ``out/final`` checkpoint."""
     cfg = config if isinstance(config, SegmentSFTConfig) else SegmentSFTConfig(**config)
-    return train_to_final(make_trainer(cfg), cfg.out, "segmentation SFT")
+    return train_to_final(make_trainer(cfg), cfg.out, "segmentation SFT", panels=SFT_PANELS)

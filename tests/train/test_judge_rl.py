@@ -63,7 +63,7 @@ def test_config_defaults_follow_the_paper():
     assert (cfg.learning_rate, cfg.num_generations, cfg.epsilon, cfg.epsilon_high, cfg.beta) == (
         1e-6, 4, 0.2, 0.28, 0.0)
     assert cfg.max_prompt_length == cfg.max_completion_length == 3096
-    assert cfg.temperature == 1.0 and cfg.reward == "verdict" and cfg.use_vllm is False
+    assert cfg.temperature == 1.0 and cfg.rewards == ["verdict"] and cfg.use_vllm is False
     assert cfg.use_cpu == (not torch.cuda.is_available())
     with pytest.raises(ValidationError, match="lr"):
         JudgeRLConfig(train_data="d", out="o", lr=1e-4)
@@ -74,8 +74,18 @@ def test_config_defaults_follow_the_paper():
     with pytest.raises(ValidationError, match="loss_type"):
         JudgeRLConfig(train_data="d", out="o", loss_type="cispo")
     assert reward_functions(JudgeRLConfig(train_data="d", out="o")) == [verdict_reward]
-    no_cot = JudgeRLConfig(train_data="d", out="o", reward="verdict+format")
+    no_cot = JudgeRLConfig(train_data="d", out="o", rewards=["verdict", "format"])
     assert reward_functions(no_cot, [length_reward]) == [verdict_reward, format_penalty_reward, length_reward]
+
+
+def test_old_reward_key_still_reads_as_rewards():
+    assert JudgeRLConfig(train_data="d", out="o", reward="verdict+format").rewards == ["verdict", "format"]
+    assert JudgeRLConfig(train_data="d", out="o", reward="verdict").rewards == ["verdict"]
+    assert JudgeRLConfig(train_data="d", out="o", rewards="verdict+format").rewards == ["verdict", "format"]
+    with pytest.raises(ValidationError, match="give `rewards` only"):
+        JudgeRLConfig(train_data="d", out="o", reward="verdict", rewards=["verdict"])
+    with pytest.raises(ValidationError, match="unknown reward 'verdikt'"):
+        JudgeRLConfig(train_data="d", out="o", rewards=["verdikt"])
 
 
 def test_bad_rows_name_file_line_field(tmp_path, judge_data):
@@ -245,13 +255,12 @@ def test_cli_train_judge_merges_yaml_and_flags(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(judge, "train_judge", fake_train)
     argv = ["train", "judge", "--config", str(ROOT / "configs/judge_rl_cpu.yaml"), "--train-data", "t.jsonl",
-            "--out", "o", "--learning-rate", "3e-6", "--max-steps", "4", "--reward", "verdict+format",
-            "--no-use-cpu", "--epsilon-high", "0.3"]
+            "--out", "o", "--learning-rate", "3e-6", "--max-steps", "4", "--no-use-cpu", "--epsilon-high", "0.3"]
     assert cli_main.main(argv) == 0
     cfg = seen["config"]
-    assert (cfg.model, cfg.train_data, cfg.out, cfg.learning_rate, cfg.max_steps, cfg.reward, cfg.use_cpu,
+    assert (cfg.model, cfg.train_data, cfg.out, cfg.learning_rate, cfg.max_steps, cfg.rewards, cfg.use_cpu,
             cfg.epsilon_high, cfg.max_completion_length) == (
-        "smollm2-135m", "t.jsonl", "o", 3e-6, 4, "verdict+format", False, 0.3, 96)
+        "smollm2-135m", "t.jsonl", "o", 3e-6, 4, ["verdict"], False, 0.3, 96)
     assert "curves.png" in capsys.readouterr().out
 
 

@@ -85,6 +85,7 @@ def test_tiny_training_run_saves_a_loadable_model_and_resumes(tmp_path, sft_data
     log = json.loads((out / "train_log.json").read_text())
     assert [e["step"] for e in log if "loss" in e] == [1, 2]
     assert find_last_checkpoint(out) == out / "checkpoint-2"
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the shared finalisation's plot
 
     engine = HFEngine(str(final))
     (result,) = engine.generate(["<chunk>"], SamplingParams(max_tokens=4, temperature=0))
