@@ -108,16 +108,21 @@ class TextLogprobs:
     The text's tokens are those of ``prompt + text`` tokenized as one string that cover at least one
     character of ``text``; a token that straddles the boundary counts (its ``offsets`` entry is then
     negative). ``offsets[i]`` is where token ``i`` starts, in characters from the start of ``text``.
+    A token that starts the whole sequence (empty prompt, no BOS) has nothing to condition on: its
+    log-prob is None, as in an OpenAI ``echo`` answer.
     """
 
     tokens: list[str]
     offsets: list[int]
-    logprobs: list[float]
+    logprobs: list[float | None]
 
     @property
     def total(self) -> float:
         """log p(text | prompt): the sum over the text's tokens."""
-        return float(sum(self.logprobs))
+        if any(v is None for v in self.logprobs):
+            raise ValueError("the text starts the sequence, so its first token has no log-prob and the "
+                             "text none in total; score it after a non-empty prompt")
+        return float(sum(self.logprobs))  # type: ignore[arg-type]
 
 
 def text_token_range(starts: Sequence[int], end: int, boundary: int) -> range:

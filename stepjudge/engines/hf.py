@@ -99,16 +99,14 @@ class HFEngine(Engine):
         """Chat messages -> the model's chat template with the assistant turn opened."""
         return render_chat(self.tokenizer, prompt)
 
-    def _start_id(self) -> int:
-        """What a sequence with no prompt tokens starts from: BOS (or EOS), as OpenAI-style servers do."""
-        start = self.tokenizer.bos_token_id
-        return start if start is not None else self.tokenizer.eos_token_id
-
     def encode(self, prompt: Prompt) -> list[int]:
         text = self.render(prompt)
         # Chat templates already contain their special tokens.
         ids = self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
-        return ids or [self._start_id()]
+        if not ids:  # an empty prompt: start from BOS (or EOS), as OpenAI-style servers do
+            start = self.tokenizer.bos_token_id
+            ids = [start if start is not None else self.tokenizer.eos_token_id]
+        return ids
 
     # ------------------------------------------------------------------ API
     @torch.inference_mode()
@@ -172,20 +170,21 @@ class HFEngine(Engine):
         ``prompt + text`` is tokenized as one string (as a server answering an ``echo`` request does) and
         the text's tokens are picked by character offsets (:func:`~stepjudge.engines.base.text_token_range`).
         Rows are left-padded with explicit positions, so padding does not change a value; the prefix
-        cache is not used, so the numbers are those of a plain forward pass.
+        cache is not used, so the numbers are those of a plain forward pass. The first token of a
+        sequence (an empty prompt, no BOS) has no log-prob: None, as in an OpenAI echo answer.
         """
         if len(prompts) != len(texts):
             raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
         rows = [self._text_tokens(p, t) for p, t in zip(prompts, texts, strict=True)]
-        out: list[TextLogprobs | None] = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        out: list[TextLogprobs | None] = [TextLogprobs([], [], []) if not r[0] else None for r in rows]
+        order = sorted((i for i, r in enumerate(rows) if r[0]), key=lambda i: len(rows[i][0]))
         step = max(1, self.max_batch_rows)
         pad = self.tokenizer.pad_token_id
         for b in range(0, len(order), step):
             group = order[b:b + step]
             width = max(len(rows[i][0]) for i in group)
             # columns from the first position that predicts a text token to the end of the row
-            keep = max(len(rows[i][0]) - rows[i][1].start + 1 for i in group)
+            keep = max(len(rows[i][0]) - max(rows[i][1].start, 1) + 1 for i in group)
             input_ids = torch.full((len(group), width), pad, dtype=torch.long)
             attn = torch.zeros((len(group), width), dtype=torch.long)
             pos = torch.zeros((len(group), width), dtype=torch.long)
@@ -200,10 +199,11 @@ class HFEngine(Engine):
             for r, i in enumerate(group):
                 ids, span, tokens, offsets = rows[i]
                 # token j of the row sits in column width - len(ids) + j; it is predicted one column earlier
-                cols = [width - len(ids) + j - 1 - (width - keep) for j in span]
-                targets = torch.tensor([ids[j] for j in span], dtype=torch.long, device=lps.device)
-                picked = lps[r, cols].gather(-1, targets[:, None]).squeeze(-1) if cols else targets.float()
-                out[i] = TextLogprobs(tokens, offsets, picked.tolist())
+                scored = [j for j in span if j > 0]
+                cols = [keep - len(ids) + j - 1 for j in scored]
+                targets = torch.tensor([ids[j] for j in scored], dtype=torch.long, device=lps.device)
+                picked = lps[r, cols].gather(-1, targets[:, None]).squeeze(-1).tolist() if cols else []
+                out[i] = TextLogprobs(tokens, offsets, [None] * (len(span) - len(scored)) + picked)
         self.stats.prompts += len(rows)
         self.stats.prompt_tokens += sum(len(r[0]) for r in rows)
         return out  # type: ignore[return-value]
@@ -220,9 +220,6 @@ class HFEngine(Engine):
         span = text_token_range(starts, len(full), len(head))
         tokens = [self.tokenizer.decode([ids[j]]) for j in span]
         offsets = [starts[j] - len(head) for j in span]
-        if span.start == 0:  # nothing conditions the first token: start from BOS/EOS, as generate does
-            ids = [self._start_id(), *ids]
-            span = range(span.start + 1, span.stop + 1)
         return ids, span, tokens, offsets
 
     # ------------------------------------------------------------------ core loop

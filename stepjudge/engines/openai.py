@@ -243,12 +243,8 @@ class OpenAIEngine(Engine):
                               f"offsets for an echo request; it cannot score prompts")
         self.stats.prompt_tokens += len(starts)
         span = text_token_range(starts, len(full), len(head))
-        picked = [values[j] for j in span]
-        if any(v is None for v in picked):
-            raise EngineError("the text starts the sequence, so its first token has no log-prob; "
-                              "give it a non-empty prompt")
         return TextLogprobs([lp.tokens[j] for j in span], [starts[j] - len(head) for j in span],
-                            [float(v) for v in picked])
+                            [None if values[j] is None else float(values[j]) for j in span])
 
     async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
         """One API call under the concurrency limit, its failures turned into actionable EngineErrors."""

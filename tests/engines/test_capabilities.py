@@ -94,6 +94,8 @@ def test_a_subclass_that_declares_a_capability_gets_it():
 def test_text_logprobs_total_is_the_sum():
     assert TextLogprobs([" a", "b"], [0, 2], [-1.5, -0.25]).total == -1.75
     assert TextLogprobs([], [], []).total == 0.0
+    with pytest.raises(ValueError, match="no log-prob"):
+        TextLogprobs(["a", "b"], [0, 1], [None, -1.0]).total
 
 
 @pytest.mark.parametrize(("starts", "end", "boundary", "want"), [

@@ -213,10 +213,13 @@ def test_prompt_logprobs_straddling_token_and_empty_prompt(engine):
     ids = tok("The answer is yes").input_ids
     assert straddle.tokens == [" is", " yes"] and straddle.offsets == [-2, 1]
     assert straddle.logprobs == pytest.approx(_forward_logprobs(model, ids)[-2:], abs=1e-5)
-    # nothing precedes the text: its first token is conditioned on the start token, as generate("") is
-    ids = [engine.encode("")[0], *tok("Hello there").input_ids]
+    # nothing precedes the text (this tokenizer adds no BOS): its first token has no log-prob
+    ids = tok("Hello there").input_ids
     assert empty.tokens == ["Hello", " there"] and empty.offsets == [0, 5]
-    assert empty.logprobs == pytest.approx(_forward_logprobs(model, ids), abs=1e-5)
+    assert empty.logprobs[0] is None
+    assert empty.logprobs[1:] == pytest.approx(_forward_logprobs(model, ids), abs=1e-5)
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        empty.total
     with pytest.raises(ValueError, match="2 prompts but 1 texts"):
         engine.prompt_logprobs(["a", "b"], ["c"])
 
