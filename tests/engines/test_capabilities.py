@@ -68,7 +68,7 @@ def test_an_engine_without_a_model_name_is_named_by_its_class():
             return []
 
     with pytest.raises(EngineCapabilityError, match=r"^Bare has no tokenizer$"):
-        Bare().tokenizer
+        _ = Bare().tokenizer
 
 
 def test_clearing_a_prefix_cache_the_engine_lacks_is_a_no_op():
@@ -95,7 +95,7 @@ def test_text_logprobs_total_is_the_sum():
     assert TextLogprobs([" a", "b"], [0, 2], [-1.5, -0.25]).total == -1.75
     assert TextLogprobs([], [], []).total == 0.0
     with pytest.raises(ValueError, match="no log-prob"):
-        TextLogprobs(["a", "b"], [0, 1], [None, -1.0]).total
+        _ = TextLogprobs(["a", "b"], [0, 1], [None, -1.0]).total
 
 
 @pytest.mark.parametrize(("starts", "end", "boundary", "want"), [

@@ -219,7 +219,7 @@ def test_prompt_logprobs_straddling_token_and_empty_prompt(engine):
     assert empty.logprobs[0] is None
     assert empty.logprobs[1:] == pytest.approx(_forward_logprobs(model, ids), abs=1e-5)
     with pytest.raises(ValueError, match="non-empty prompt"):
-        empty.total
+        _ = empty.total
     with pytest.raises(ValueError, match="2 prompts but 1 texts"):
         engine.prompt_logprobs(["a", "b"], ["c"])
 

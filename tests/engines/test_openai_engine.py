@@ -276,7 +276,7 @@ def test_without_a_tokenizer_openai_lacks_rendering_tokenizer_and_next_token_log
     with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no chat rendering \(needed for"):
         client.render(CHAT)
     with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no tokenizer"):
-        client.tokenizer
+        _ = client.tokenizer
     with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no next-token log-probs$"):
         client.next_token_logprobs([PROMPT], [1])
     with pytest.raises(EngineCapabilityError, match="chat rendering"):

@@ -8,7 +8,7 @@ import torch
 from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult
 from stepjudge.engines.hf import HFEngine
 from stepjudge.errors import EngineCapabilityError
-from stepjudge.judge.scoring import prefill_answer, positive_probabilities, verdict_token_ids
+from stepjudge.judge.scoring import positive_probabilities, prefill_answer, verdict_token_ids
 
 
 @pytest.fixture(scope="module")
