@@ -188,13 +188,7 @@ class OpenAIEngine(Engine):
                     "pass the served model's tokenizer=, or pass raw text prompts")
             prompts = [self.render(p) for p in prompts]
         start = time.perf_counter()
-        tasks = [asyncio.ensure_future(self._one(p, params)) for p in prompts]
-        try:
-            results = list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
+        results = await _gather_all([self._one(p, params) for p in prompts])
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(r.prompt_tokens for r in results)
         self.stats.completion_tokens += sum(c.num_tokens for r in results for c in r.completions)
@@ -220,13 +214,7 @@ class OpenAIEngine(Engine):
         return self._to_result(resp, params, chat)
 
     async def _prompt_logprobs(self, heads: list[str], texts: list[str]) -> list[TextLogprobs]:
-        tasks = [asyncio.ensure_future(self._score(h, t)) for h, t in zip(heads, texts, strict=True)]
-        try:
-            out = list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
+        out = await _gather_all([self._score(h, t) for h, t in zip(heads, texts, strict=True)])
         self.stats.prompts += len(out)
         return out
 
@@ -297,6 +285,17 @@ class OpenAIEngine(Engine):
             completions[-1].num_tokens = _count_tokens(ch, lps, k, len(choices), total)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         return GenerationResult(completions, prompt_tokens=prompt_tokens)
+
+
+async def _gather_all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """All results in order; when one request fails the others are cancelled, not left running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

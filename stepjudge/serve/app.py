@@ -35,18 +35,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stepjudge.engines.base import (
-    Capability,
-    Completion,
-    Engine,
-    GenerationResult,
-    Prompt,
-    SamplingParams,
-    TextLogprobs,
-)
+from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult, Prompt, SamplingParams
 from stepjudge.errors import EngineCapabilityError, StepJudgeError
 
 if TYPE_CHECKING:
+    from stepjudge.engines.base import TextLogprobs
     from stepjudge.engines.factory import EngineConfig
 
 log = logging.getLogger(__name__)
