@@ -27,5 +27,16 @@ class EngineError(StepJudgeError):
     """Generation failed (e.g. the server is unreachable after all retries)."""
 
 
+class EngineCapabilityError(EngineError):
+    """An engine was asked for an ability it lacks (e.g. token log-probs from a remote server).
+
+    The message names the engine and the ability, and what needs it when the caller says so."""
+
+    def __init__(self, engine: str, capability: str, *, needed_for: str | None = None):
+        why = f" (needed for {needed_for})" if needed_for else ""
+        super().__init__(f"{engine} has no {capability}{why}")
+        self.engine, self.capability, self.needed_for = engine, capability, needed_for
+
+
 class RunFolderError(StepJudgeError):
     """A run folder holds results of a different configuration and cannot be resumed."""

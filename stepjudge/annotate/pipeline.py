@@ -110,9 +110,7 @@ def annotate_group(problems: Sequence[Problem], engine: Engine, grader, cfg: Ann
     seed = group_seed(cfg.seed, group)
     # A group must compute the same numbers whichever worker runs it and whatever ran before, so no KV
     # is carried in from earlier groups (reuse inside the group, where it matters, is unaffected).
-    prefix_cache = getattr(engine, "prefix_cache", None)
-    if prefix_cache is not None:
-        prefix_cache.clear()
+    engine.clear_prefix_cache()
     bases = [_base_prompt(engine, p, cfg.prompt_style) for p in problems]
     samples = engine.generate(bases, SamplingParams(
         n=cfg.samples_per_problem, temperature=cfg.sample_temperature, max_tokens=cfg.sample_max_tokens,

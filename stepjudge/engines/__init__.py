@@ -1,6 +1,8 @@
-"""Generation engines behind one interface: :class:`Engine.generate(prompts, SamplingParams)`."""
+"""Generation engines behind one interface: :class:`Engine.generate(prompts, SamplingParams)`, plus the
+abilities an engine declares in :attr:`Engine.capabilities` (see :class:`Capability`)."""
 
 from stepjudge.engines.base import (
+    Capability,
     ChatMessages,
     Completion,
     Engine,
@@ -8,9 +10,10 @@ from stepjudge.engines.base import (
     GenerationResult,
     Prompt,
     SamplingParams,
+    TextLogprobs,
 )
 
-__all__ = ["ChatMessages", "Completion", "Engine", "EngineStats", "GenerationResult", "Prompt",
+__all__ = ["Capability", "TextLogprobs", "ChatMessages", "Completion", "Engine", "EngineStats", "GenerationResult", "Prompt",
            "SamplingParams", "HFEngine", "OpenAIEngine", "EngineConfig", "make_engine"]
 
 

@@ -30,6 +30,8 @@ class EngineConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
     use_chat: bool = Field(True, description="send chat prompts to /chat/completions (else render locally)")
+    tokenizer: str | None = Field(None, description="openai: the served model's tokenizer (name or path) loaded "
+                                                    "locally, for chat rendering and tokenizer access")
 
 
 def make_engine(config: EngineConfig | dict) -> Engine:

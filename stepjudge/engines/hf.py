@@ -9,22 +9,27 @@ reserved capacity rather than re-concatenated each step (:mod:`.kv`). Finished r
 are dropped from the batch (``batch_select_indices``) once enough of them are done, so long
 stragglers do not make every finished row pay for more forward passes. Sampling uses transformers'
 own logits warpers and ``StopStringCriteria``; per-token logprobs come from the same logits at no
-extra forward pass.
+extra forward pass. Being in-process, it has every :class:`~stepjudge.engines.base.Capability`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
 import torch
 
 from stepjudge.engines.base import (
+    Capability,
     Completion,
     Engine,
     GenerationResult,
     Prompt,
     SamplingParams,
+    TextLogprobs,
+    render_chat,
+    text_token_range,
     truncate_at_stop,
 )
 from stepjudge.engines.kv import GrowableCache
@@ -45,13 +50,15 @@ class HFEngine(Engine):
             calls (0 turns it off); see :mod:`stepjudge.engines.prefix_cache`.
     """
 
+    capabilities = frozenset(Capability)
+
     def __init__(self, model, tokenizer=None, *, dtype: str = "float32", device: str = "cpu",
                  max_batch_rows: int = 64, share_prefix: bool = True, num_threads: int | None = None,
                  compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384):
         super().__init__()
         if num_threads:
             torch.set_num_threads(num_threads)
-        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        if isinstance(model, (str, bytes, os.PathLike)):
             from stepjudge.models import load_model_and_tokenizer
 
             self.model_name = str(model)
@@ -60,7 +67,7 @@ class HFEngine(Engine):
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a loaded model")
             self.model_name = getattr(model.config, "_name_or_path", "") or "model"
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self._tokenizer = model, tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device)
@@ -70,6 +77,14 @@ class HFEngine(Engine):
         self._eos_ids = self._collect_eos_ids()
         self.prefix_cache = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens > 0 else None
         self._stop_criteria: dict[tuple[str, ...], object] = {}
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def clear_prefix_cache(self) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     # ------------------------------------------------------------------ prompts
     def _collect_eos_ids(self) -> torch.Tensor:
@@ -82,9 +97,7 @@ class HFEngine(Engine):
 
     def render(self, prompt: Prompt) -> str:
         """Chat messages -> the model's chat template with the assistant turn opened."""
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, prompt)
 
     def encode(self, prompt: Prompt) -> list[int]:
         text = self.render(prompt)
@@ -149,6 +162,65 @@ class HFEngine(Engine):
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(len(e) for e in encoded)
         return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def prompt_logprobs(self, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[TextLogprobs]:
+        """Per-token log-probs of each text after its prompt: one forward pass per ``max_batch_rows`` pairs.
+
+        ``prompt + text`` is tokenized as one string (as a server answering an ``echo`` request does) and
+        the text's tokens are picked by character offsets (:func:`~stepjudge.engines.base.text_token_range`).
+        Rows are left-padded with explicit positions, so padding does not change a value; the prefix
+        cache is not used, so the numbers are those of a plain forward pass. The first token of a
+        sequence (an empty prompt, no BOS) has no log-prob: None, as in an OpenAI echo answer.
+        """
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
+        rows = [self._text_tokens(p, t) for p, t in zip(prompts, texts, strict=True)]
+        out: list[TextLogprobs | None] = [TextLogprobs([], [], []) if not r[0] else None for r in rows]
+        order = sorted((i for i, r in enumerate(rows) if r[0]), key=lambda i: len(rows[i][0]))
+        step = max(1, self.max_batch_rows)
+        pad = self.tokenizer.pad_token_id
+        for b in range(0, len(order), step):
+            group = order[b:b + step]
+            width = max(len(rows[i][0]) for i in group)
+            # columns from the first position that predicts a text token to the end of the row
+            keep = max(len(rows[i][0]) - max(rows[i][1].start, 1) + 1 for i in group)
+            input_ids = torch.full((len(group), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(group), width), dtype=torch.long)
+            pos = torch.zeros((len(group), width), dtype=torch.long)
+            for r, i in enumerate(group):
+                ids = rows[i][0]
+                input_ids[r, width - len(ids):] = torch.tensor(ids)
+                attn[r, width - len(ids):] = 1
+                pos[r, width - len(ids):] = torch.arange(len(ids))
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device),
+                                position_ids=pos.to(self.device), logits_to_keep=keep).logits.float()
+            lps = torch.log_softmax(logits, dim=-1)
+            for r, i in enumerate(group):
+                ids, span, tokens, offsets = rows[i]
+                # token j of the row sits in column width - len(ids) + j; it is predicted one column earlier
+                scored = [j for j in span if j > 0]
+                cols = [keep - len(ids) + j - 1 for j in scored]
+                targets = torch.tensor([ids[j] for j in scored], dtype=torch.long, device=lps.device)
+                picked = lps[r, cols].gather(-1, targets[:, None]).squeeze(-1).tolist() if cols else []
+                out[i] = TextLogprobs(tokens, offsets, [None] * (len(span) - len(scored)) + picked)
+        self.stats.prompts += len(rows)
+        self.stats.prompt_tokens += sum(len(r[0]) for r in rows)
+        return out  # type: ignore[return-value]
+
+    def _text_tokens(self, prompt: Prompt, text: str) -> tuple[list[int], range, list[str], list[int]]:
+        """Token ids of ``prompt + text``, the range of the text's tokens, their strings and offsets."""
+        head = self.render(prompt)
+        full = head + text
+        enc = self.tokenizer(full, add_special_tokens=isinstance(prompt, str), return_offsets_mapping=True)
+        ids, spans = list(enc.input_ids), [(int(s), int(e)) for s, e in enc.offset_mapping]
+        while len(ids) > 1 and spans[-1][0] == spans[-1][1]:  # an appended EOS: no earlier token sees it
+            ids, spans = ids[:-1], spans[:-1]
+        starts = [s for s, _ in spans]
+        span = text_token_range(starts, len(full), len(head))
+        tokens = [self.tokenizer.decode([ids[j]]) for j in span]
+        offsets = [starts[j] - len(head) for j in span]
+        return ids, span, tokens, offsets
 
     # ------------------------------------------------------------------ core loop
     def _stop_criterion(self, stop: tuple[str, ...]):

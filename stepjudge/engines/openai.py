@@ -9,6 +9,12 @@ client lives on that loop only, so it is never shared across loops.
 
 Each prompt is one request (``n`` samples in it); requests run concurrently up to
 ``max_concurrency``. Chat prompts go to ``/chat/completions`` and raw text to ``/completions``.
+
+Prompt log-probs come from ``/completions`` with ``echo`` and ``logprobs`` (vLLM and ``stepjudge
+serve`` answer it; OpenAI's own API no longer does): the server scores ``prompt + text`` as one
+string and the text's tokens are picked by their ``text_offset``. Chat rendering and tokenizer access
+need the served model's tokenizer loaded locally (``tokenizer=``); next-token log-probs of given token
+ids are not something the API offers, so that capability is absent.
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stepjudge.engines.base import (
+    Capability,
     Completion,
     Engine,
     FinishReason,
     GenerationResult,
     Prompt,
     SamplingParams,
+    TextLogprobs,
+    render_chat,
+    text_token_range,
 )
 from stepjudge.errors import EngineError
 
@@ -51,14 +61,25 @@ class OpenAIEngine(Engine):
             which local servers accept).
         max_concurrency: most requests in flight at once.
         timeout_s: per-request timeout; ``max_retries``: retries (with backoff) of failed requests.
-        use_chat: send chat prompts to ``/chat/completions``. Without it chat prompts are refused,
-            because the model's chat template is only known to the server.
+        use_chat: send chat prompts to ``/chat/completions``. Without it chat prompts are rendered with
+            ``tokenizer``, or refused when there is none (the chat template is then only known to the server).
+        tokenizer: the served model's tokenizer, a loaded one or a name/path for
+            :func:`stepjudge.models.resolve_model`; it adds chat rendering and tokenizer access.
     """
+
+    capabilities = frozenset({Capability.PROMPT_LOGPROBS})
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, timeout_s: float = 120,
-                 max_retries: int = 4, use_chat: bool = True):
+                 max_retries: int = 4, use_chat: bool = True, tokenizer: Any = None):
         super().__init__()
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from stepjudge.models import load_tokenizer, resolve_model
+
+            tokenizer = load_tokenizer(resolve_model(tokenizer))
+        self._tokenizer = tokenizer
+        if tokenizer is not None:
+            self.capabilities = self.capabilities | {Capability.CHAT_RENDERING, Capability.TOKENIZER}
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.base_url = base_url.rstrip("/")
@@ -84,7 +105,7 @@ class OpenAIEngine(Engine):
     def from_config(cls, config: EngineConfig) -> OpenAIEngine:
         return cls(config.base_url, config.model, api_key_env=config.api_key_env,
                    max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
-                   max_retries=config.max_retries, use_chat=config.use_chat)
+                   max_retries=config.max_retries, use_chat=config.use_chat, tokenizer=config.tokenizer)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIEngine(base_url={self.base_url!r}, model={self.model_name!r})"
@@ -104,12 +125,36 @@ class OpenAIEngine(Engine):
                              max_retries=self.max_retries)
         return client, asyncio.Semaphore(self.max_concurrency)
 
+    # ------------------------------------------------------------------ capabilities
+    @property
+    def tokenizer(self) -> Any:
+        self.require(Capability.TOKENIZER, needed_for="tokenizer access; pass tokenizer= to OpenAIEngine")
+        return self._tokenizer
+
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        self.require(Capability.CHAT_RENDERING,
+                     needed_for="rendering chat locally; pass the served model's tokenizer= to OpenAIEngine")
+        return render_chat(self._tokenizer, prompt)
+
+    def prompt_logprobs(self, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[TextLogprobs]:
+        """Per-token log-probs of each text after its prompt, from echo requests (one per pair,
+        ``max_concurrency`` at a time). Chat prompts are rendered locally (needs ``tokenizer``)."""
+        if len(prompts) != len(texts):
+            raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts")
+        heads = [self.render(p) for p in prompts]
+        return self._wait(self._submit(self._prompt_logprobs(heads, list(texts))))
+
     # ------------------------------------------------------------------ API
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
         """Blocking; safe from plain code, from inside a running event loop and from threads."""
+        return self._wait(self._submit(self._generate(list(prompts), params)))
+
+    def _wait(self, future: Any) -> Any:
         if threading.current_thread() is self._thread:
-            raise EngineError("OpenAIEngine.generate cannot be called from its own loop thread")
-        future = self._submit(self._generate(list(prompts), params))
+            future.cancel()
+            raise EngineError("OpenAIEngine cannot be called from its own loop thread")
         try:
             return future.result()
         except BaseException:  # e.g. KeyboardInterrupt: do not leave requests running
@@ -135,20 +180,15 @@ class OpenAIEngine(Engine):
 
     # ------------------------------------------------------------------ requests (private loop)
     async def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[GenerationResult]:
-        for p in prompts:
-            if not isinstance(p, str) and not self.use_chat:
+        if not self.use_chat:
+            if any(not isinstance(p, str) for p in prompts) and not self.supports(Capability.CHAT_RENDERING):
                 raise EngineError(
                     "got chat messages but use_chat=False: the model's chat template is only known to "
-                    "the server, so chat prompts cannot be rendered client-side; set use_chat=True "
-                    "or pass raw text prompts")
+                    "the server, so chat prompts cannot be rendered client-side; set use_chat=True, "
+                    "pass the served model's tokenizer=, or pass raw text prompts")
+            prompts = [self.render(p) for p in prompts]
         start = time.perf_counter()
-        tasks = [asyncio.ensure_future(self._one(p, params)) for p in prompts]
-        try:
-            results = list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
+        results = await _gather_all([self._one(p, params) for p in prompts])
         self.stats.prompts += len(prompts)
         self.stats.prompt_tokens += sum(r.prompt_tokens for r in results)
         self.stats.completion_tokens += sum(c.num_tokens for r in results for c in r.completions)
@@ -156,8 +196,6 @@ class OpenAIEngine(Engine):
         return results
 
     async def _one(self, prompt: Prompt, params: SamplingParams) -> GenerationResult:
-        import openai
-
         kwargs: dict[str, Any] = dict(model=self.model_name, n=params.n, temperature=params.temperature,
                                       top_p=params.top_p, max_tokens=params.max_tokens)
         if params.stop:
@@ -165,16 +203,44 @@ class OpenAIEngine(Engine):
         if params.seed is not None:
             kwargs["seed"] = params.seed
         chat = not isinstance(prompt, str)
+        if chat:
+            if params.logprobs:
+                kwargs["logprobs"] = True
+            resp = await self._request(lambda: self._client.chat.completions.create(messages=prompt, **kwargs))
+        else:
+            if params.logprobs:
+                kwargs["logprobs"] = 1  # legacy API: top-k count; we read only the sampled token
+            resp = await self._request(lambda: self._client.completions.create(prompt=prompt, **kwargs))
+        return self._to_result(resp, params, chat)
+
+    async def _prompt_logprobs(self, heads: list[str], texts: list[str]) -> list[TextLogprobs]:
+        out = await _gather_all([self._score(h, t) for h, t in zip(heads, texts, strict=True)])
+        self.stats.prompts += len(out)
+        return out
+
+    async def _score(self, head: str, text: str) -> TextLogprobs:
+        """One echo request: ``max_tokens=0`` scores the prompt without sampling (vLLM's convention)."""
+        full = head + text
+        resp = await self._request(lambda: self._client.completions.create(
+            model=self.model_name, prompt=full, max_tokens=0, echo=True, logprobs=1, temperature=0))
+        lp = resp.choices[0].logprobs
+        starts = lp.text_offset if lp is not None else None
+        values = lp.token_logprobs if lp is not None else None
+        if not starts or values is None or len(starts) != len(values):
+            raise EngineError(f"the server at {self.base_url} did not return prompt logprobs with text "
+                              f"offsets for an echo request; it cannot score prompts")
+        self.stats.prompt_tokens += len(starts)
+        span = text_token_range(starts, len(full), len(head))
+        return TextLogprobs([lp.tokens[j] for j in span], [starts[j] - len(head) for j in span],
+                            [None if values[j] is None else float(values[j]) for j in span])
+
+    async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One API call under the concurrency limit, its failures turned into actionable EngineErrors."""
+        import openai
+
         async with self._sem:
             try:
-                if chat:
-                    if params.logprobs:
-                        kwargs["logprobs"] = True
-                    resp = await self._client.chat.completions.create(messages=prompt, **kwargs)
-                else:
-                    if params.logprobs:
-                        kwargs["logprobs"] = 1  # legacy API: top-k count; we read only the sampled token
-                    resp = await self._client.completions.create(prompt=prompt, **kwargs)
+                return await make()
             except openai.AuthenticationError:
                 raise EngineError(self._auth_message()) from None
             except openai.APITimeoutError as e:
@@ -190,7 +256,6 @@ class OpenAIEngine(Engine):
                                   f"{_server_message(e)}") from e
             except openai.OpenAIError as e:
                 raise EngineError(f"request to {self.base_url} failed: {e}") from e
-        return self._to_result(resp, params, chat)
 
     def _auth_message(self) -> str:
         where = (f"the environment variable {self.api_key_env}" if self._key_from_env
@@ -220,6 +285,17 @@ class OpenAIEngine(Engine):
             completions[-1].num_tokens = _count_tokens(ch, lps, k, len(choices), total)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         return GenerationResult(completions, prompt_tokens=prompt_tokens)
+
+
+async def _gather_all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """All results in order; when one request fails the others are cancelled, not left running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

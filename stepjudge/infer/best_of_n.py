@@ -210,9 +210,7 @@ def rerank_group(problems: Sequence[Any], policy: Engine, judge: ChunkJudge, gra
     t0 = time.perf_counter()
     seed = group_seed(cfg.seed, group)
     for engine in (policy, judge.engine):  # a group's numbers must not depend on earlier groups' KV
-        cache = getattr(engine, "prefix_cache", None)
-        if cache is not None:
-            cache.clear()
+        engine.clear_prefix_cache()
     bases = [base_prompt(policy, p, cfg.prompt_style) for p in problems]
     results = policy.generate(bases, SamplingParams(n=cfg.n, temperature=cfg.temperature,
                                                     max_tokens=cfg.max_tokens, stop=cfg.stop, seed=seed))

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepjudge.data.records import Problem
-from stepjudge.engines.base import Completion, Engine, SamplingParams
+from stepjudge.engines.base import Capability, Completion, Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.grading.extract import extract_boxed
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
@@ -130,9 +130,8 @@ def _stopped_at_close(engine: Engine, comp: Completion, stops: Sequence[str]) ->
     """
     if comp.finish_reason != "stop":
         return False
-    tokenizer = getattr(engine, "tokenizer", None)
-    if comp.token_ids is not None and tokenizer is not None:
-        raw = tokenizer.decode(comp.token_ids, skip_special_tokens=True)
+    if comp.token_ids is not None and engine.supports(Capability.TOKENIZER):
+        raw = engine.tokenizer.decode(comp.token_ids, skip_special_tokens=True)
         found = [(raw.find(s), s) for s in stops if s and s in raw]
         return bool(found) and min(found)[1] == CLOSE
     return OPEN in comp.text
@@ -211,9 +210,7 @@ def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge:
     if max_tries < 1 or max_chunks < 1:
         raise ValueError("max_tries and max_chunks must be >= 1")
     # A run must not depend on what the engine encoded before it (baseline vs reset comparisons).
-    cache = getattr(policy_engine, "prefix_cache", None)
-    if cache is not None:
-        cache.clear()
+    policy_engine.clear_prefix_cache()
     stops = stop_strings(prompt_style)
     states = [_State(p, base_prompt(policy_engine, p, prompt_style)) for p in problems]
     bar = None

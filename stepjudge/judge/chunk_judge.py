@@ -26,7 +26,7 @@ from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.dataset import stepwise_verdict_only_messages
 from stepjudge.judge.prompts import stepwise_judge_messages
-from stepjudge.judge.scoring import prefill_answer
+from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, positive_probabilities, prefill_answer
 from stepjudge.judge.verdicts import majority_verdict
 
 __all__ = ["JudgeSpec", "ChunkQuery", "ChunkVerdict", "ChunkJudge"]
@@ -78,6 +78,8 @@ class ChunkJudge:
         if self.spec.score == "token-prob" and not self.spec.response_prefix:
             raise ValueError("score='token-prob' reads the verdict token after a response_prefix such as "
                              "'\\boxed{'; set one, or use score='votes'")
+        if self.spec.score == "token-prob":  # fail at setup, not after the policy has sampled
+            engine.require(*TOKEN_PROB_NEEDS, needed_for="score='token-prob'; use score='votes' with this engine")
         self.calls = 0
         self.tokens = 0
 
@@ -91,8 +93,6 @@ class ChunkJudge:
         self.calls += len(queries)
         spec = self.spec
         if spec.score == "token-prob":
-            from stepjudge.judge.scoring import positive_probabilities
-
             probs = positive_probabilities(self.engine, prompts, spec.response_prefix)
             return [ChunkVerdict("Positive" if p >= spec.threshold else "Negative", p) for p in probs]
         prompts = prefill_answer(self.engine, prompts, spec.response_prefix)

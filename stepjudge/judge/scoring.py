@@ -20,19 +20,23 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "calibrate_threshold"]
+from stepjudge.engines.base import Capability, Engine, Prompt
+
+__all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "calibrate_threshold",
+           "TOKEN_PROB_NEEDS"]
+
+# What reading P(Positive) from the verdict token asks of an engine.
+TOKEN_PROB_NEEDS = (Capability.NEXT_TOKEN_LOGPROBS, Capability.CHAT_RENDERING, Capability.TOKENIZER)
 
 
-def prefill_answer(engine: Any, prompts: Sequence[Any], response_prefix: str) -> list[Any]:
+def prefill_answer(engine: Engine, prompts: Sequence[Prompt], response_prefix: str) -> list[Prompt]:
     """Prompts whose assistant answer starts with ``response_prefix``: each chat is rendered with the
-    model's template (the engine must render locally, i.e. hf) and the prefix appended as text.
+    model's template (the engine needs chat rendering) and the prefix appended as text.
     An empty prefix returns the prompts unchanged."""
     if not response_prefix:
         return list(prompts)
-    render = getattr(engine, "render", None)
-    if render is None:
-        raise ValueError("response_prefix needs an engine that renders chat templates locally (hf)")
-    return [render(p) + response_prefix for p in prompts]
+    engine.require(Capability.CHAT_RENDERING, needed_for="a pre-filled judge answer (response_prefix)")
+    return [engine.render(p) + response_prefix for p in prompts]
 
 
 def _first_new_token(tokenizer: Any, context: str, word: str) -> int:
@@ -54,15 +58,15 @@ def verdict_token_ids(tokenizer: Any, response_prefix: str = "\\boxed{") -> tupl
     return pos, neg
 
 
-def positive_probabilities(engine: Any, prompts: Sequence[Any], response_prefix: str = "\\boxed{") -> list[float]:
+def positive_probabilities(engine: Engine, prompts: Sequence[Prompt],
+                           response_prefix: str = "\\boxed{") -> list[float]:
     """P(Positive) per judge prompt (chat messages or rendered text), answer pre-filled with the prefix.
 
-    Needs an engine with ``render`` and ``next_token_logprobs`` (the in-process ``hf`` engine); one
-    batched prefill per ``max_batch_rows`` prompts.
+    Needs chat rendering, the tokenizer and next-token log-probs (:data:`TOKEN_PROB_NEEDS`; the
+    in-process ``hf`` engine has them); one batched prefill per ``max_batch_rows`` prompts.
     """
-    if not (hasattr(engine, "next_token_logprobs") and hasattr(engine, "render")):
-        raise ValueError(f"{type(engine).__name__} cannot read token probabilities; use the hf engine or "
-                         "score with sampled votes")
+    engine.require(*TOKEN_PROB_NEEDS, needed_for="P(Positive) from the verdict token; use the hf engine or "
+                                                 "score with sampled votes")
     pos, neg = verdict_token_ids(engine.tokenizer, response_prefix)
     texts = prefill_answer(engine, prompts, response_prefix)
     out = []

@@ -7,7 +7,7 @@ annotation, and Chunk-Reset search. A drift between them would train one format 
 
 from __future__ import annotations
 
-from stepjudge.engines.base import ChatMessages
+from stepjudge.engines.base import Capability, ChatMessages, Engine
 
 CHUNKED_SOLVER_INSTRUCTION = (
     "You are a helpful assistant that solves math problems step by step. Split your reasoning into "
@@ -29,7 +29,7 @@ def chunked_solver_messages(problem: str, *, system_role: bool = True) -> ChatMe
     return [{"role": "user", "content": f"{CHUNKED_SOLVER_INSTRUCTION}\n\n{user}"}]
 
 
-def base_prompt(engine, problem, style: str) -> str:
+def base_prompt(engine: Engine, problem, style: str) -> str:
     """Raw text every sample, rollout or chunk try of ``problem`` continues.
 
     ``fewshot``: the arith worked examples continued as raw text (any engine); ``chat``: the solver
@@ -39,9 +39,7 @@ def base_prompt(engine, problem, style: str) -> str:
         from stepjudge.tasks.arith import fewshot_prompt
 
         return fewshot_prompt(problem)
-    render = getattr(engine, "render", None)
-    if render is None:
-        raise ValueError("prompt_style 'chat' continues the rendered chat prompt, which needs an engine "
-                         "that renders chat templates (hf); use prompt_style 'fewshot' with openai")
+    engine.require(Capability.CHAT_RENDERING, needed_for="prompt_style 'chat', which continues the rendered "
+                                                         "chat prompt; use prompt_style 'fewshot' with this engine")
     text = problem if isinstance(problem, str) else problem.problem
-    return render(chunked_solver_messages(text))
+    return engine.render(chunked_solver_messages(text))

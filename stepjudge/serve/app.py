@@ -6,6 +6,11 @@ each with its own ``engine.generate`` call would waste the batched decoder. So o
 owns the engine (it is not thread-safe) and *micro-batches*: requests that arrive within
 ``batch_window_ms`` of each other and ask for identical sampling parameters are merged into one
 ``generate`` call. Async handlers only parse, enqueue and await a future the worker completes.
+
+``echo: true`` on ``/v1/completions`` returns the prompt before the completion; with ``logprobs`` it
+also returns each prompt token's log-prob (from the engine's prompt log-probs, on the same worker
+thread), and ``max_tokens: 0`` then scores the prompt without generating, as vLLM does. This is what
+:meth:`stepjudge.engines.openai.OpenAIEngine.prompt_logprobs` asks for.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stepjudge.engines.base import Engine, GenerationResult, Prompt, SamplingParams
-from stepjudge.errors import StepJudgeError
+from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult, Prompt, SamplingParams
+from stepjudge.errors import EngineCapabilityError, StepJudgeError
 
 if TYPE_CHECKING:
+    from stepjudge.engines.base import TextLogprobs
     from stepjudge.engines.factory import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ class _Body(BaseModel):
 
 class CompletionBody(_Body):
     prompt: str | list[str]
+    max_tokens: int | None = Field(None, ge=0)  # 0 only with echo: score the prompt, generate nothing
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool | None = False
 
@@ -104,12 +111,20 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     want_tokens: bool = False
+    generate: bool = True  # False: an echo request with max_tokens 0 (prompt log-probs only)
+    want_prompt_logprobs: bool = False
+
+    @property
+    def key(self) -> tuple[SamplingParams, bool]:
+        """Jobs with equal keys can share one ``generate`` call."""
+        return self.params, self.generate
 
 
 @dataclass
 class _JobOutput:
     results: list[GenerationResult]
     token_strings: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token]
+    prompt_logprobs: list[TextLogprobs] = field(default_factory=list)  # [prompt], when asked
 
 
 _STOP = object()
@@ -144,10 +159,13 @@ class BatchWorker:
             self._queue.put(_STOP)
             thread.join(timeout)
 
-    async def submit(self, prompts: list[Prompt], params: SamplingParams, want_tokens: bool) -> _JobOutput:
+    async def submit(self, prompts: list[Prompt], params: SamplingParams, want_tokens: bool, *,
+                     generate: bool = True, want_prompt_logprobs: bool = False) -> _JobOutput:
+        """Run ``prompts`` on the engine thread. ``generate=False`` skips sampling (``params.n`` empty
+        completions per prompt); ``want_prompt_logprobs`` adds each prompt's own token log-probs."""
         self.start()
         loop = asyncio.get_running_loop()
-        job = _Job(prompts, params, loop, loop.create_future(), want_tokens)
+        job = _Job(prompts, params, loop, loop.create_future(), want_tokens, generate, want_prompt_logprobs)
         self._queue.put(job)
         return await job.future
 
@@ -168,7 +186,7 @@ class BatchWorker:
         """``first`` plus every compatible job already waiting or arriving within the window."""
         batch, size = [first], len(first.prompts)
         for job in list(self._pending):
-            if job.params == first.params and size + len(job.prompts) <= self.max_batch_prompts:
+            if job.key == first.key and size + len(job.prompts) <= self.max_batch_prompts:
                 self._pending.remove(job)
                 batch.append(job)
                 size += len(job.prompts)
@@ -181,7 +199,7 @@ class BatchWorker:
                 break
             if job is _STOP:
                 return batch, True
-            if job.params == first.params and size + len(job.prompts) <= self.max_batch_prompts:
+            if job.key == first.key and size + len(job.prompts) <= self.max_batch_prompts:
                 batch.append(job)
                 size += len(job.prompts)
             else:
@@ -193,13 +211,24 @@ class BatchWorker:
         if not batch:
             return
         prompts = [p for j in batch for p in j.prompts]
+        params = batch[0].params
         try:
-            results = self.engine.generate(prompts, batch[0].params)
+            if batch[0].generate:
+                results = self.engine.generate(prompts, params)
+            else:
+                results = [GenerationResult([Completion("", 0, "length") for _ in range(params.n)])
+                           for _ in prompts]
+            scored = [p for j in batch if j.want_prompt_logprobs for p in j.prompts]
+            echoes = iter(self.engine.prompt_logprobs([""] * len(scored), scored) if scored else [])
             outputs, i = [], 0
             for job in batch:
                 mine = results[i:i + len(job.prompts)]
                 i += len(job.prompts)
-                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else []))
+                lps = [next(echoes) for _ in job.prompts] if job.want_prompt_logprobs else []
+                if not job.generate:
+                    for r, lp in zip(mine, lps, strict=False):
+                        r.prompt_tokens = len(lp.tokens)
+                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else [], lps))
         except Exception as e:
             self._count(batch)
             if len(batch) == 1:  # reported to the client as a 500
@@ -223,7 +252,7 @@ class BatchWorker:
 
     def _token_strings(self, results: list[GenerationResult]) -> list[list[list[str]]]:
         """Done here, on the engine's thread, because the tokenizer belongs to the engine."""
-        tok = getattr(self.engine, "tokenizer", None)
+        tok = self.engine.tokenizer if self.engine.supports(Capability.TOKENIZER) else None
         out = []
         for r in results:
             per_choice = []
@@ -323,9 +352,9 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
         return {"object": "list", "data": [{"id": served_model_name, "object": "model",
                                             "created": int(time.time()), "owned_by": "stepjudge"}]}
 
-    async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool) -> _JobOutput:
+    async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool, **kw: bool) -> _JobOutput:
         try:
-            out = await worker.submit(prompts, params, want_tokens)
+            out = await worker.submit(prompts, params, want_tokens, **kw)
         except Exception as e:
             raise APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error",
                            "engine_error") from e
@@ -334,23 +363,35 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
     @app.post("/v1/completions", dependencies=[Depends(require_key)])
     async def completions(body: CompletionBody) -> dict:
         check_model(body.model)
-        if body.echo:
-            raise APIError(400, "echo is not supported by this server", code="unsupported_parameter")
         _no_stream(body)
-        prompts: list[Prompt] = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        prompts: list[str] = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise APIError(400, "prompt must not be an empty list")
-        params = _params(body, body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS, body.logprobs is not None)
-        out = await run(prompts, params, params.logprobs)
+        echo, want_lps = bool(body.echo), body.logprobs is not None
+        if body.max_tokens == 0 and not echo:
+            raise APIError(400, "max_tokens 0 is only meaningful with echo=true (score the prompt)")
+        if echo and want_lps:
+            try:
+                engine.require(Capability.PROMPT_LOGPROBS, needed_for="echo with logprobs")
+            except EngineCapabilityError as e:
+                raise APIError(400, str(e), code="unsupported_parameter") from e
+        generate = body.max_tokens != 0
+        max_tokens = body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS  # a placeholder when not generating
+        params = _params(body, max_tokens, want_lps and generate)
+        out = await run(list(prompts), params, params.logprobs, generate=generate,
+                        want_prompt_logprobs=echo and want_lps)
         choices = []
         for i, r in enumerate(out.results):
             for k, c in enumerate(r.completions):
                 lp = None
-                if params.logprobs:
-                    lp = {"tokens": out.token_strings[i][k], "token_logprobs": list(c.logprobs or []),
+                if want_lps:
+                    gen_tokens = out.token_strings[i][k] if generate else []
+                    lp = {"tokens": gen_tokens, "token_logprobs": list(c.logprobs or []),
                           "top_logprobs": None, "text_offset": None}
-                choices.append({"index": i * params.n + k, "text": c.text, "finish_reason": c.finish_reason,
-                                "logprobs": lp, "num_tokens": c.num_tokens})
+                    if echo:
+                        lp = _echo_logprobs(out.prompt_logprobs[i], prompts[i], lp)
+                choices.append({"index": i * params.n + k, "text": prompts[i] + c.text if echo else c.text,
+                                "finish_reason": c.finish_reason, "logprobs": lp, "num_tokens": c.num_tokens})
         return _response("cmpl", "text_completion", served_model_name, choices, out.results)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
@@ -374,6 +415,18 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
         return _response("chatcmpl", "chat.completion", served_model_name, choices, out.results)
 
     return app
+
+
+def _echo_logprobs(prompt_lps: TextLogprobs, prompt: str, generated: dict[str, Any]) -> dict[str, Any]:
+    """Legacy ``logprobs`` of prompt + completion: the prompt's tokens first, every token with its
+    character offset in the echoed text (so a client can split prompt from continuation by offset)."""
+    offsets, at = list(prompt_lps.offsets), len(prompt)
+    for t in generated["tokens"]:
+        offsets.append(at)
+        at += len(t)
+    return {"tokens": [*prompt_lps.tokens, *generated["tokens"]],
+            "token_logprobs": [*prompt_lps.logprobs, *generated["token_logprobs"]],
+            "top_logprobs": None, "text_offset": offsets}
 
 
 def _no_stream(body: _Body) -> None:

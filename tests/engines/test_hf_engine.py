@@ -160,3 +160,72 @@ def test_next_token_logprobs_match_a_plain_forward_pass(engine):
         with torch.no_grad():
             ref = torch.log_softmax(model(**enc).logits[0, -1].float(), dim=-1)[ids]
         assert row == pytest.approx(ref.tolist(), abs=1e-4)  # batched with left padding = alone
+
+
+# ---------------------------------------------------------------------- capabilities
+def _forward_logprobs(model, ids: list[int]) -> list[float]:
+    """log p(ids[j] | ids[:j]) for j >= 1 from one plain, unpadded transformers forward pass."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    return [logp[j - 1, ids[j]].item() for j in range(1, len(ids))]
+
+
+def test_hf_engine_has_every_capability(engine):
+    from stepjudge.engines.base import Capability
+
+    assert engine.capabilities == frozenset(Capability)
+    assert engine.supports(*Capability)
+    engine.require(*Capability)
+    assert engine.tokenizer is engine._tokenizer and engine.tokenizer.is_fast
+
+
+def test_prompt_logprobs_equal_a_plain_forward_pass(engine):
+    tok, model = engine.tokenizer, engine.model
+    chat = [{"role": "user", "content": "Is 2 + 2 = 4?"}]
+    pairs = [("The answer is", " yes"),
+             ("Start with 4. Add 3. Add 5. Then subtract two", " and the total is 12."),
+             (chat, "\\boxed{Positive}"),
+             ("x", "")]
+    small = HFEngine(model, tok, max_batch_rows=3, prefix_cache_tokens=0)  # two batches, left-padded rows
+    got = small.prompt_logprobs([p for p, _ in pairs], [t for _, t in pairs])
+    whole = engine.prompt_logprobs([p for p, _ in pairs], [t for _, t in pairs])  # one batch
+    for a, b in zip(whole, got, strict=True):
+        assert (a.tokens, a.offsets) == (b.tokens, b.offsets)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    for (prompt, text), out in zip(pairs, got, strict=True):
+        head = engine.render(prompt)
+        ids = tok(head + text, add_special_tokens=isinstance(prompt, str)).input_ids
+        n_text = len(ids) - len(tok(head, add_special_tokens=isinstance(prompt, str)).input_ids)
+        assert len(out.logprobs) == len(out.tokens) == len(out.offsets) == n_text
+        ref = _forward_logprobs(model, ids)[len(ids) - 1 - n_text:]
+        assert out.logprobs == pytest.approx(ref, abs=1e-5)
+        assert "".join(out.tokens) == text
+        assert out.total == pytest.approx(sum(ref), abs=1e-4)
+    assert got[0].tokens == [" yes"] and got[0].offsets == [0]
+    assert got[1].tokens[:3] == [" and", " the", " total"] and got[1].offsets[:3] == [0, 4, 8]
+    assert got[3].tokens == [] and got[3].logprobs == []
+
+
+def test_prompt_logprobs_straddling_token_and_empty_prompt(engine):
+    tok, model = engine.tokenizer, engine.model
+    # "The answer i" + "s yes": " is" starts in the prompt but covers text, so it counts (offset -2)
+    straddle, empty = engine.prompt_logprobs(["The answer i", ""], ["s yes", "Hello there"])
+    ids = tok("The answer is yes").input_ids
+    assert straddle.tokens == [" is", " yes"] and straddle.offsets == [-2, 1]
+    assert straddle.logprobs == pytest.approx(_forward_logprobs(model, ids)[-2:], abs=1e-5)
+    # nothing precedes the text (this tokenizer adds no BOS): its first token has no log-prob
+    ids = tok("Hello there").input_ids
+    assert empty.tokens == ["Hello", " there"] and empty.offsets == [0, 5]
+    assert empty.logprobs[0] is None
+    assert empty.logprobs[1:] == pytest.approx(_forward_logprobs(model, ids), abs=1e-5)
+    with pytest.raises(ValueError, match="non-empty prompt"):
+        _ = empty.total
+    with pytest.raises(ValueError, match="2 prompts but 1 texts"):
+        engine.prompt_logprobs(["a", "b"], ["c"])
+
+
+def test_clear_prefix_cache_empties_it(engine):
+    engine.generate(["Start with 9. Add 1."], SamplingParams(temperature=0, max_tokens=2))
+    assert len(engine.prefix_cache) > 0
+    engine.clear_prefix_cache()
+    assert len(engine.prefix_cache) == 0

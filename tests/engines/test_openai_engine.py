@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from stepjudge.engines.base import SamplingParams
+from stepjudge.engines.base import Capability, SamplingParams
 from stepjudge.engines.factory import EngineConfig, make_engine
 from stepjudge.engines.hf import HFEngine
 from stepjudge.engines.openai import OpenAIEngine
-from stepjudge.errors import EngineError
+from stepjudge.errors import EngineCapabilityError, EngineError
+from stepjudge.judge.scoring import positive_probabilities
 from stepjudge.serve import create_app, serve_in_thread
 
 torch.set_num_threads(1)
@@ -246,3 +248,60 @@ def test_closed_engine_refuses_work(served):
     eng.close()  # idempotent
     with pytest.raises(EngineError, match="closed"):
         eng.generate([PROMPT], SamplingParams(max_tokens=2))
+
+
+# ---------------------------------------------------------------------- capabilities
+SCORED = [("The answer is", " yes"),
+          ("Start with 4. Add 3. Add 5. Then subtract two", " and the total is 12."),
+          ("The answer i", "s yes"),  # a token straddles the boundary: both engines count it
+          ("", "Hello there"),
+          ("x", "")]
+
+
+def test_prompt_logprobs_through_echo_equal_the_hf_engine(client, reference):
+    assert client.supports(Capability.PROMPT_LOGPROBS)
+    got = client.prompt_logprobs([p for p, _ in SCORED], [t for _, t in SCORED])
+    want = reference.prompt_logprobs([p for p, _ in SCORED], [t for _, t in SCORED])
+    for g, w in zip(got, want, strict=True):
+        assert (g.tokens, g.offsets) == (w.tokens, w.offsets)
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    assert got[0].tokens == [" yes"] and got[2].offsets == [-2, 1] and got[4].logprobs == []
+    assert got[3].logprobs[0] is None  # "Hello" starts the sequence: no log-prob, on both paths
+
+
+def test_without_a_tokenizer_openai_lacks_rendering_tokenizer_and_next_token_logprobs(client):
+    assert client.capabilities == frozenset({Capability.PROMPT_LOGPROBS})
+    assert client.render(PROMPT) == PROMPT  # raw text needs no template
+    name = f"OpenAIEngine ({MODEL})"
+    with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no chat rendering \(needed for"):
+        client.render(CHAT)
+    with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no tokenizer"):
+        _ = client.tokenizer
+    with pytest.raises(EngineCapabilityError, match=rf"^{re.escape(name)} has no next-token log-probs$"):
+        client.next_token_logprobs([PROMPT], [1])
+    with pytest.raises(EngineCapabilityError, match="chat rendering"):
+        client.prompt_logprobs([CHAT], [" yes"])  # a chat prompt must be rendered before it is scored
+    with pytest.raises(EngineCapabilityError, match="next-token log-probs"):
+        positive_probabilities(client, [CHAT])
+
+
+def test_a_local_tokenizer_adds_chat_rendering(served, reference):
+    _, url = served
+    with OpenAIEngine(url, MODEL, tokenizer="tiny-random", use_chat=False) as eng:
+        assert eng.supports(Capability.CHAT_RENDERING, Capability.TOKENIZER, Capability.PROMPT_LOGPROBS)
+        assert not eng.supports(Capability.NEXT_TOKEN_LOGPROBS)
+        assert eng.render(CHAT) == reference.render(CHAT)
+        assert eng.tokenizer("x").input_ids == reference.tokenizer("x").input_ids
+        # use_chat=False: chat is rendered here and sent as text, so it matches the in-process engine
+        params = SamplingParams(temperature=0, max_tokens=5)
+        assert eng.generate([CHAT], params)[0].texts == reference.generate([CHAT], params)[0].texts
+        # a chat prompt scored through echo: the rendered template is sent as text
+        (got,) = eng.prompt_logprobs([CHAT], ["\\boxed{Positive}"])
+        (want,) = reference.prompt_logprobs([reference.render(CHAT)], ["\\boxed{Positive}"])
+        assert got.tokens == want.tokens and got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_factory_passes_the_tokenizer(served):
+    _, url = served
+    with make_engine(EngineConfig(kind="openai", model=MODEL, base_url=url, tokenizer="tiny-random")) as eng:
+        assert eng.supports(Capability.TOKENIZER)

@@ -2,7 +2,9 @@
 
 import pytest
 
+from stepjudge.engines.base import Completion, Engine, GenerationResult
 from stepjudge.engines.hf import HFEngine
+from stepjudge.errors import EngineCapabilityError
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
 from stepjudge.judge.scoring import positive_probabilities
 
@@ -40,3 +42,22 @@ def test_votes_mode_counts_votes_and_tokens(engine):
 def test_token_prob_needs_a_prefix():
     with pytest.raises(ValueError, match="response_prefix"):
         ChunkJudge(object(), {"response_prefix": ""})
+
+
+class VotesOnly(Engine):
+    """A real engine with generation only: always votes Positive."""
+
+    model_name = "votes-only"
+
+    def generate(self, prompts, params):
+        return [GenerationResult([Completion("\\boxed{Positive}", 4, "stop")] * params.n) for _ in prompts]
+
+
+def test_token_prob_on_an_engine_without_token_logprobs_fails_at_setup():
+    with pytest.raises(EngineCapabilityError) as info:
+        ChunkJudge(VotesOnly())
+    assert str(info.value) == ("VotesOnly (votes-only) has no next-token log-probs (needed for "
+                               "score='token-prob'; use score='votes' with this engine)")
+    # votes mode needs only generation when there is no pre-filled answer to render
+    out = ChunkJudge(VotesOnly(), JudgeSpec(score="votes", response_prefix="", votes=2)).judge(Q[:1])
+    assert [(v.verdict, v.p_positive, v.votes) for v in out] == [("Positive", 1.0, ["Positive", "Positive"])]

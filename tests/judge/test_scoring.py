@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
+from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult
 from stepjudge.engines.hf import HFEngine
-from stepjudge.judge.scoring import positive_probabilities, verdict_token_ids
+from stepjudge.errors import EngineCapabilityError
+from stepjudge.judge.scoring import positive_probabilities, prefill_answer, verdict_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +40,35 @@ def test_positive_probability_is_the_two_way_softmax_of_the_verdict_logits(engin
         assert 0 < p < 1
 
 
-def test_an_engine_without_token_probabilities_is_refused():
-    class Remote:
-        pass
+class Remote(Engine):
+    """A real engine with generation only (like a server that gives no token log-probs)."""
 
-    with pytest.raises(ValueError, match="cannot read token probabilities"):
+    model_name = "remote-judge"
+
+    def generate(self, prompts, params):
+        return [GenerationResult([Completion("\\boxed{Positive}", 3, "stop")] * params.n) for _ in prompts]
+
+
+def test_an_engine_without_token_probabilities_is_refused():
+    with pytest.raises(EngineCapabilityError) as info:
         positive_probabilities(Remote(), [[{"role": "user", "content": "x"}]])
+    assert str(info.value) == ("Remote (remote-judge) has no next-token log-probs (needed for P(Positive) from "
+                               "the verdict token; use the hf engine or score with sampled votes)")
+
+
+def test_an_engine_that_renders_but_has_no_tokenizer_is_refused_naming_it():
+    class Renders(Remote):
+        capabilities = frozenset({Capability.NEXT_TOKEN_LOGPROBS, Capability.CHAT_RENDERING})
+
+    with pytest.raises(EngineCapabilityError, match=r"^Renders \(remote-judge\) has no tokenizer \(needed for"):
+        positive_probabilities(Renders(), ["x"])
+
+
+def test_prefill_answer_needs_chat_rendering_unless_there_is_no_prefix():
+    chats = [[{"role": "user", "content": "x"}]]
+    assert prefill_answer(Remote(), chats, "") == chats
+    with pytest.raises(EngineCapabilityError, match=r"has no chat rendering \(needed for a pre-filled judge"):
+        prefill_answer(Remote(), chats, "\\boxed{")
 
 
 def test_calibrated_threshold_separates_shifted_probabilities():

@@ -108,6 +108,54 @@ def test_stop_string_as_plain_string(http):
     assert c["finish_reason"] == "stop"
 
 
+def test_echo_with_zero_max_tokens_scores_the_prompt(http, engine):
+    resp = http.post("/completions", json={"model": MODEL, "prompt": [PROMPT, "Two plus two"], "echo": True,
+                                            "logprobs": 1, "max_tokens": 0})
+    assert resp.status_code == 200
+    body = resp.json()
+    want = engine.prompt_logprobs(["", ""], [PROMPT, "Two plus two"])
+    assert [c["text"] for c in body["choices"]] == [PROMPT, "Two plus two"]
+    for c, w in zip(body["choices"], want, strict=True):
+        lp = c["logprobs"]
+        assert lp["tokens"] == w.tokens
+        assert lp["text_offset"] == w.offsets
+        assert lp["token_logprobs"] == pytest.approx(w.logprobs, abs=1e-6)
+        assert c["num_tokens"] == 0 and c["finish_reason"] == "length"
+    assert body["choices"][0]["logprobs"]["tokens"] == ["The", " answer", " is"]
+    assert body["choices"][0]["logprobs"]["text_offset"] == [0, 3, 10]
+    assert body["usage"]["completion_tokens"] == 0
+    assert body["usage"]["prompt_tokens"] == sum(len(w.tokens) for w in want)
+
+
+def test_echo_with_generation_returns_prompt_then_completion(http, engine):
+    body = http.post("/completions", json={"model": MODEL, "prompt": PROMPT, "echo": True, "logprobs": 0,
+                                            "max_tokens": 4, "temperature": 0}).json()
+    (c,) = body["choices"]
+    gen = engine.generate([PROMPT], SamplingParams(temperature=0, max_tokens=4, logprobs=True))[0].completions[0]
+    (scored,) = engine.prompt_logprobs([""], [PROMPT])
+    assert c["text"] == PROMPT + gen.text
+    lp = c["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == 3 + 4
+    assert lp["tokens"][:3] == scored.tokens
+    assert lp["token_logprobs"] == pytest.approx(scored.logprobs + gen.logprobs, abs=1e-4)
+    # generated tokens follow the prompt: each starts where the previous token's text ends
+    assert lp["text_offset"][3] == len(PROMPT)
+    assert "".join(lp["tokens"][3:]) == gen.text
+    assert [lp["text_offset"][3 + i + 1] - lp["text_offset"][3 + i] for i in range(3)] == \
+        [len(t) for t in lp["tokens"][3:6]]
+
+
+def test_echo_without_logprobs_prepends_the_prompt(http):
+    plain = http.post("/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 3,
+                                             "temperature": 0}).json()["choices"][0]
+    echoed = http.post("/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 3, "echo": True,
+                                              "temperature": 0}).json()["choices"][0]
+    assert echoed["text"] == PROMPT + plain["text"] and echoed["logprobs"] is None
+    only = http.post("/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 0,
+                                            "echo": True}).json()["choices"][0]
+    assert only["text"] == PROMPT and only["num_tokens"] == 0
+
+
 def test_chat_shape_and_logprobs(http, engine):
     resp = http.post("/chat/completions", json={"model": MODEL, "messages": MESSAGES, "temperature": 0,
                                                  "max_completion_tokens": 4, "logprobs": True})
@@ -153,7 +201,8 @@ def test_wrong_model_is_404(http):
     {"model": MODEL, "prompt": PROMPT, "temperature": -1},
     {"model": MODEL, "prompt": [1, 2, 3]},                    # token ids are not supported
     {"model": MODEL, "prompt": []},
-    {"model": MODEL, "prompt": PROMPT, "echo": True},
+    {"model": MODEL, "prompt": PROMPT, "max_tokens": 0},      # 0 tokens only with echo
+    {"model": MODEL, "prompt": PROMPT, "max_tokens": -1, "echo": True},
     {"model": MODEL, "prompt": PROMPT, "stream": True},
     {"prompt": PROMPT},                                       # no model
 ])
@@ -205,6 +254,19 @@ class PickyEngine(Engine):
             raise ValueError("cannot judge 'boom'")
         return [GenerationResult([Completion(text=f"ok:{p}", num_tokens=1, finish_reason="stop")]
                                  * params.n) for p in prompts]
+
+
+def test_echo_logprobs_from_an_engine_without_prompt_logprobs_is_400():
+    with serve_in_thread(create_app(PickyEngine(), "picky")) as url:
+        resp = httpx.post(url + "/completions", json={"model": "picky", "prompt": "x", "echo": True,
+                                                       "logprobs": 0, "max_tokens": 0}, timeout=30)
+        assert resp.status_code == 400
+        err = error_of(resp)
+        assert err["message"] == "PickyEngine (picky) has no prompt log-probs (needed for echo with logprobs)"
+        assert err["code"] == "unsupported_parameter"
+        # echo without logprobs needs no capability
+        ok = httpx.post(url + "/completions", json={"model": "picky", "prompt": "x", "echo": True}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == "xok:x"
 
 
 def test_a_failing_request_does_not_fail_its_batch_mates():
