@@ -22,7 +22,7 @@ class _Worker:
     """Ray actor body: builds its engine and grader once, then annotates groups on request."""
 
     def __init__(self, config_json: dict, base_url: str | None):
-        from stepjudge.annotate.pipeline import AnnotateConfig
+        from stepjudge.annotate.groups import AnnotateConfig
         from stepjudge.engines.factory import make_engine
         from stepjudge.grading import Grader
 
@@ -34,7 +34,7 @@ class _Worker:
         self.grader = Grader(timeout_s=self.cfg.grade_timeout_s)
 
     def annotate(self, group: int, problems: list[dict]) -> dict:
-        from stepjudge.annotate.pipeline import annotate_group
+        from stepjudge.annotate.groups import annotate_group
 
         return annotate_group([Problem.from_dict(p) for p in problems], self.engine, self.grader, self.cfg, group)
 
