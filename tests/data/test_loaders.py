@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from stepjudge.data import (
+    DATA_ENV,
     PROCESSBENCH_SUBSETS,
     ProcessBenchCase,
-    DATA_ENV,
     find_data_root,
     load_gsm8k,
     load_math500,
@@ -121,8 +121,8 @@ def test_find_data_root_env(tmp_path, monkeypatch):
 
 def test_explicit_data_root_wins_over_env_and_reaches_the_loaders(tmp_path, monkeypatch):
     root = tmp_path / "mine"
-    _jsonl((root / "gsm8k").mkdir(parents=True) or root / "gsm8k" / "test.jsonl",
-           [{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"}])
+    (root / "gsm8k").mkdir(parents=True)
+    _jsonl(root / "gsm8k" / "test.jsonl", [{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"}])
     monkeypatch.setenv(DATA_ENV, str(tmp_path))  # exists, but the argument comes first
     assert find_data_root(root) == root.resolve()
     (p,) = load_gsm8k(data_root=root)
