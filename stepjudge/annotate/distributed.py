@@ -10,6 +10,7 @@ Workers use the ``hf`` engine in-process, or with ``engine.kind = openai`` one s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -22,7 +23,7 @@ class _Worker:
     """Ray actor body: builds its engine and grader once, then annotates groups on request."""
 
     def __init__(self, config_json: dict, base_url: str | None):
-        from stepjudge.annotate.pipeline import AnnotateConfig
+        from stepjudge.annotate.groups import AnnotateConfig
         from stepjudge.engines.factory import make_engine
         from stepjudge.grading import Grader
 
@@ -34,9 +35,14 @@ class _Worker:
         self.grader = Grader(timeout_s=self.cfg.grade_timeout_s)
 
     def annotate(self, group: int, problems: list[dict]) -> dict:
-        from stepjudge.annotate.pipeline import annotate_group
+        from stepjudge.annotate.groups import annotate_group
 
         return annotate_group([Problem.from_dict(p) for p in problems], self.engine, self.grader, self.cfg, group)
+
+    def close(self) -> None:
+        """Stop the grading worker and the engine this actor owns (before the actor is killed)."""
+        self.grader.close()
+        self.engine.close()
 
 
 def run_on_ray(run, groups: Sequence[Sequence[Problem]], shards: Sequence[int]) -> None:
@@ -82,6 +88,8 @@ def run_on_ray(run, groups: Sequence[Sequence[Problem]], shards: Sequence[int]) 
         bar.close()
         for f in files.values():
             f.close()
+        with contextlib.suppress(Exception):  # best effort: a dead or stuck actor is killed anyway
+            ray.get([w.close.remote() for w in workers], timeout=30)
         for w in workers:
             ray.kill(w)
         if started_here:

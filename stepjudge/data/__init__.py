@@ -2,10 +2,11 @@
 
 from stepjudge.data.loaders import (
     ANSWER_FIELDS,
+    DATA_ENV,
+    DEFAULT_DATA_DIR,
     PROBLEM_FIELDS,
     PROCESSBENCH_SUBSETS,
     find_data_root,
-    load_dataset_by_name,
     load_gsm8k,
     load_math500,
     load_math_test,
@@ -16,13 +17,14 @@ from stepjudge.data.records import Problem, ProcessBenchCase, Solution
 
 __all__ = [
     "ANSWER_FIELDS",
+    "DATA_ENV",
+    "DEFAULT_DATA_DIR",
     "PROBLEM_FIELDS",
     "PROCESSBENCH_SUBSETS",
     "Problem",
     "ProcessBenchCase",
     "Solution",
     "find_data_root",
-    "load_dataset_by_name",
     "load_gsm8k",
     "load_math500",
     "load_math_test",

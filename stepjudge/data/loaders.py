@@ -4,6 +4,10 @@ Everything reads local files first (this toolkit must work offline, on the bundl
 Hugging Face hub ids are a fallback for machines with network access. Every error names the file,
 the line (JSONL) or record/row number (JSON arrays, parquet, hub) and the field, so a user can fix
 their data without reading this code.
+
+Where the bundled data lives is a setting, never a fixed path: the ``data_root`` argument of the
+loaders (a stage config's ``data_root``), else the ``STEPJUDGE_DATA`` environment variable, else the
+default ``shared/data`` found from the working directory upwards (see :func:`find_data_root`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from stepjudge.utils.io import iter_jsonl
 
 __all__ = [
     "ANSWER_FIELDS",
+    "DATA_ENV",
+    "DEFAULT_DATA_DIR",
     "PROBLEM_FIELDS",
     "PROCESSBENCH_SUBSETS",
     "find_data_root",
@@ -32,7 +38,6 @@ __all__ = [
     "load_math500",
     "load_math_test",
     "load_problems",
-    "load_dataset_by_name",
 ]
 
 PROCESSBENCH_SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -46,48 +51,60 @@ _FILE_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MISSING = object()
 
+# The data folder setting: the environment variable, and the default looked for when neither it nor an
+# explicit ``data_root`` is given (relative: searched from the working directory upwards).
+DATA_ENV = "STEPJUDGE_DATA"
+DEFAULT_DATA_DIR = Path("shared") / "data"
+
 
 # ---------------------------------------------------------------------------------------------
 # locating data
 
 
-def find_data_root() -> Path | None:
-    """The bundled data folder: ``$STEPJUDGE_DATA``, else the nearest ``shared/data`` upwards.
+def find_data_root(data_root: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding the bundled datasets (``processbench/``, ``gsm8k/``, ``math500/``, ...).
 
-    Both the working directory and this file's location are searched, because the repo is used
-    both from its root (``/work/main`` with ``/work/shared`` beside it) and installed elsewhere.
+    Resolution order: the ``data_root`` argument (a stage config's ``data_root``), else the
+    :data:`DATA_ENV` environment variable (``STEPJUDGE_DATA``), else the default
+    :data:`DEFAULT_DATA_DIR` (``shared/data``) in the working directory or the nearest folder above
+    it, then likewise above this package's files (so a clone with ``shared/`` beside it works from
+    anywhere inside it). An explicit folder that does not exist is an error; None means no default
+    was found.
     """
-    env = os.environ.get("STEPJUDGE_DATA")
-    if env:
-        root = Path(env).expanduser()
-        if not root.is_dir():
-            raise DataError(f"STEPJUDGE_DATA={env!r} is not an existing directory; point it at the folder "
-                            "holding processbench/, gsm8k/, math500/ ... or unset it")
-        return root.resolve()
+    for value, what in ((data_root, "data_root"), (os.environ.get(DATA_ENV), DATA_ENV)):
+        if value:
+            root = Path(value).expanduser()
+            if not root.is_dir():
+                raise DataError(f"{what}={str(value)!r} is not an existing directory; point it at the folder "
+                                "holding processbench/, gsm8k/, math500/ ... or unset it")
+            return root.resolve()
     starts: list[Path] = []
     with contextlib.suppress(FileNotFoundError):  # the working directory may have been deleted
         starts.append(Path.cwd().resolve())
     starts.append(Path(__file__).resolve().parent)
     for start in starts:
         for d in (start, *start.parents):
-            cand = d / "shared" / "data"
+            cand = d / DEFAULT_DATA_DIR
             if cand.is_dir():
                 return cand
     return None
 
 
-def _require_root(what: str) -> Path:
-    root = find_data_root()
+def _require_root(what: str, data_root: str | os.PathLike | None = None) -> Path:
+    root = find_data_root(data_root)
     if root is None:
-        raise DataError(f"cannot find the data folder for {what}: set STEPJUDGE_DATA to the folder holding "
-                        "processbench/, gsm8k/, math500/ and math_test5000/, or pass source=<path>")
+        raise DataError(f"cannot find the data folder for {what}: set data_root (or the {DATA_ENV} environment "
+                        "variable) to the folder holding processbench/, gsm8k/, math500/ and math_test5000/, "
+                        "or pass source=<path>")
     return root
 
 
-def _builtin_file(source: str | os.PathLike | None, subdir: str, filename: str, what: str) -> Path:
-    """Resolve a bundled dataset file from ``source`` (None, its folder, the data root, or the file)."""
+def _builtin_file(source: str | os.PathLike | None, subdir: str, filename: str, what: str,
+                  data_root: str | os.PathLike | None = None) -> Path:
+    """Resolve a bundled dataset file from ``source`` (None: under the data root; its folder, the data
+    root, or the file itself)."""
     if source is None:
-        path = _require_root(what) / subdir / filename
+        path = _require_root(what, data_root) / subdir / filename
     else:
         base = Path(source).expanduser()
         if base.is_file():
@@ -270,17 +287,19 @@ def _processbench_file(folder: Path, subset: str) -> Path:
 
 
 def load_processbench(subsets: str | Sequence[str] | None = None, source: str | os.PathLike | None = None,
-                      limit: int | None = None) -> list[ProcessBenchCase]:
+                      limit: int | None = None, *,
+                      data_root: str | os.PathLike | None = None) -> list[ProcessBenchCase]:
     """ProcessBench cases, subset by subset in file order (``limit`` = first N of each subset).
 
     ``source``: None (bundled ``processbench/``), a folder with ``{subset}.json``/``.jsonl``, a single
     file in that format (its stem names the subset), or a hub id such as ``Qwen/ProcessBench``.
+    ``data_root``: where the bundled data is (see :func:`find_data_root`).
     """
     if limit is not None and limit < 0:
         raise DataError(f"limit must be >= 0, got {limit}")
     jobs: list[tuple[str, _Rows | None, Path | None]] = []  # (subset, hub rows, local file)
     if source is None:
-        folder = _require_root("ProcessBench") / "processbench"
+        folder = _require_root("ProcessBench", data_root) / "processbench"
         jobs = [(s, None, _processbench_file(folder, s)) for s in _check_subsets(subsets)]
     else:
         path = Path(source).expanduser()
@@ -319,10 +338,10 @@ def load_processbench(subsets: str | Sequence[str] | None = None, source: str | 
 # bundled problem sets
 
 
-def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None,
-               limit: int | None = None) -> list[Problem]:
+def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None, limit: int | None = None, *,
+               data_root: str | os.PathLike | None = None) -> list[Problem]:
     """GSM8K ``{split}.jsonl`` (test, train, test_socratic); the answer is the number after ``####``."""
-    rows = _file_rows(_builtin_file(source, "gsm8k", f"{split}.jsonl", f"GSM8K split {split!r}"))
+    rows = _file_rows(_builtin_file(source, "gsm8k", f"{split}.jsonl", f"GSM8K split {split!r}", data_root))
     out: list[Problem] = []
     for i, (n, rec) in enumerate(_records(rows, "GSM8K problem")):
         if limit is not None and i >= limit:
@@ -336,9 +355,10 @@ def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None,
     return out
 
 
-def load_math500(source: str | os.PathLike | None = None, limit: int | None = None) -> list[Problem]:
+def load_math500(source: str | os.PathLike | None = None, limit: int | None = None, *,
+                 data_root: str | os.PathLike | None = None) -> list[Problem]:
     """MATH-500 (the PRM800K test split of MATH); ids are the original ``unique_id`` paths."""
-    rows = _file_rows(_builtin_file(source, "math500", "test.jsonl", "MATH-500"))
+    rows = _file_rows(_builtin_file(source, "math500", "test.jsonl", "MATH-500", data_root))
     out: list[Problem] = []
     seen: dict[str, int] = {}
     for i, (n, rec) in enumerate(_records(rows, "MATH-500 problem")):
@@ -354,13 +374,14 @@ def load_math500(source: str | os.PathLike | None = None, limit: int | None = No
     return out
 
 
-def load_math_test(source: str | os.PathLike | None = None, limit: int | None = None) -> list[Problem]:
+def load_math_test(source: str | os.PathLike | None = None, limit: int | None = None, *,
+                   data_root: str | os.PathLike | None = None) -> list[Problem]:
     """The full MATH test split (5,000); the answer is the last ``\\boxed{}`` of the reference solution.
 
     A solution without a box gives ``answer=None`` rather than an error: the problem is still usable
     as a prompt, and graders skip problems with no reference answer.
     """
-    rows = _file_rows(_builtin_file(source, "math_test5000", "test.jsonl", "MATH test"))
+    rows = _file_rows(_builtin_file(source, "math_test5000", "test.jsonl", "MATH test", data_root))
     out: list[Problem] = []
     seen: dict[str, int] = {}
     for i, (n, rec) in enumerate(_records(rows, "MATH problem")):
@@ -465,23 +486,3 @@ def load_problems(source: str | os.PathLike, *, problem_field: str | None = None
         meta = {k: v for k, v in rec.items() if k not in drop}
         out.append(Problem(id=pid, problem=text, answer=answer, source=rows.name, meta=meta))
     return out
-
-
-def load_dataset_by_name(name: str, **kw: Any) -> list[Problem] | list[ProcessBenchCase]:
-    """Resolve a CLI dataset name: ``processbench[:subset]``, ``gsm8k[:split]``, ``math500``,
-    ``math-test``; anything else is a path or hub id for :func:`load_problems`."""
-    base, sep, arg = str(name).partition(":")
-    key = base.strip().lower()
-    if key == "processbench":
-        if arg:
-            kw["subsets"] = [arg]
-        return load_processbench(**kw)
-    if key == "gsm8k":
-        if arg:
-            kw["split"] = arg
-        return load_gsm8k(**kw)
-    if key in ("math500", "math-500", "math-test", "math_test", "math_test5000"):
-        if sep:
-            raise DataError(f"dataset {base!r} takes no ':<option>' (got {name!r})")
-        return load_math500(**kw) if key in ("math500", "math-500") else load_math_test(**kw)
-    return load_problems(name, **kw)

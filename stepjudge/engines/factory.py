@@ -45,4 +45,6 @@ def make_engine(config: EngineConfig | dict) -> Engine:
                         num_threads=config.num_threads)
     from stepjudge.engines.openai import OpenAIEngine
 
-    return OpenAIEngine.from_config(config)
+    return OpenAIEngine(config.base_url, config.model, api_key_env=config.api_key_env,
+                        max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
+                        max_retries=config.max_retries, use_chat=config.use_chat, tokenizer=config.tokenizer)

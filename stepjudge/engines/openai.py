@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from stepjudge.engines.base import (
     Capability,
@@ -41,9 +41,6 @@ from stepjudge.engines.base import (
     text_token_range,
 )
 from stepjudge.errors import EngineError
-
-if TYPE_CHECKING:
-    from stepjudge.engines.factory import EngineConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,12 +97,6 @@ class OpenAIEngine(Engine):
         self._thread.start()
         self._finalizer = weakref.finalize(self, _stop_loop, self._loop)
         self._client, self._sem = self._submit(self._make_client()).result()
-
-    @classmethod
-    def from_config(cls, config: EngineConfig) -> OpenAIEngine:
-        return cls(config.base_url, config.model, api_key_env=config.api_key_env,
-                   max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
-                   max_retries=config.max_retries, use_chat=config.use_chat, tokenizer=config.tokenizer)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIEngine(base_url={self.base_url!r}, model={self.model_name!r})"

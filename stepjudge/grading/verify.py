@@ -29,7 +29,6 @@ normalized-string comparison. Gold may also be a full reference solution: its la
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import multiprocessing as mp
@@ -249,9 +248,11 @@ def _worker_main(conn: Any, parent_pid: int, use_pdeathsig: bool) -> None:
 class Grader:
     """Grades responses against gold answers; safe to share between threads.
 
-    The math-verify worker starts lazily on first need and is reused; ``timeout_s`` bounds each item's
-    math-verify time (worker start-up is not counted; it has ``startup_timeout_s``). Scripts that create
-    a Grader at import time need the usual ``if __name__ == "__main__":`` guard required by "spawn".
+    The Grader owns its math-verify worker process: it starts lazily on first need, is reused, and is
+    stopped by :meth:`close` (use the Grader as a context manager so that happens). ``timeout_s``
+    bounds each item's math-verify time (worker start-up is not counted; it has ``startup_timeout_s``).
+    Scripts that create a Grader at import time need the usual ``if __name__ == "__main__":`` guard
+    required by "spawn".
     """
 
     def __init__(self, timeout_s: float = 5.0, formats: Sequence[str] = ANSWER_FORMATS, *,
@@ -409,26 +410,15 @@ class Grader:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Module-level convenience
-
-_shared: dict[float, Grader] = {}
-_shared_lock = threading.Lock()
-
-
-def _close_shared() -> None:
-    with _shared_lock:
-        for g in _shared.values():
-            g.close()
-        _shared.clear()
-
-
-atexit.register(_close_shared)
+# One-off convenience
 
 
 def grade(response: str, gold: str, timeout_s: float = 5.0) -> GradeResult:
-    """Grade one response with a shared Grader (one per ``timeout_s``), created lazily, closed at exit."""
-    with _shared_lock:
-        g = _shared.get(timeout_s)
-        if g is None:
-            g = _shared[timeout_s] = Grader(timeout_s=timeout_s)
-    return g.grade(response, gold)
+    """Grade one response with a Grader that lives for this call only.
+
+    Nothing outlives the call (no shared worker, no exit hook). An answer the exact-string fast path
+    settles costs nothing; any other starts a math-verify worker (about a second), so code that grades
+    many answers holds one :class:`Grader` (``with Grader() as g:``) whose worker lives as long as it.
+    """
+    with Grader(timeout_s=timeout_s) as g:
+        return g.grade(response, gold)

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
+from stepjudge.tasks import DEFAULT_SOURCE, get_task
 from stepjudge.tasks.arith import ArithConfig
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class BestOfNConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    problems: str = Field("arith", description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
+    problems: str = Field(DEFAULT_SOURCE, description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
     arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
     limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the N solutions")
@@ -152,6 +153,9 @@ class BestOfNConfig(BaseModel):
     group_size: int = Field(8, ge=1, description="problems per policy call and judge call (one log line)")
     seed: int = 0
     grade_timeout_s: float = Field(5.0, gt=0)
+    data_root: str | None = Field(
+        None, description="folder with the bundled datasets (gsm8k/, math500/, ...); None: $STEPJUDGE_DATA, "
+                          "else shared/data in the working directory or a folder above it")
     out: str = "runs/rerank"
 
     @property
@@ -202,22 +206,22 @@ def _pick_record(samples: list[dict]) -> tuple[dict, dict]:
 def rerank_group(problems: Sequence[Any], policy: Engine, judge: ChunkJudge, grader: Any,
                  cfg: BestOfNConfig, group: int) -> dict:
     """Sample, parse, grade and judge one group of problems; returns its log line (one record each)."""
-    from stepjudge.annotate.pipeline import group_seed
+    from stepjudge.annotate.groups import group_seed
     from stepjudge.grading.extract import extract_boxed
-    from stepjudge.policy.prompts import base_prompt
     from stepjudge.segment.chunks import ChunkFormatError, parse_chunks
 
     t0 = time.perf_counter()
     seed = group_seed(cfg.seed, group)
     for engine in (policy, judge.engine):  # a group's numbers must not depend on earlier groups' KV
         engine.clear_prefix_cache()
-    bases = [base_prompt(policy, p, cfg.prompt_style) for p in problems]
+    task = get_task(cfg.problems)
+    bases = [task.solver_prompt(p, cfg.prompt_style, policy) for p in problems]
     results = policy.generate(bases, SamplingParams(n=cfg.n, temperature=cfg.temperature,
                                                     max_tokens=cfg.max_tokens, stop=cfg.stop, seed=seed))
     texts = [(p, c) for p, r in zip(problems, results, strict=True) for c in r.completions]
     if len(texts) != cfg.n * len(problems):
         raise RuntimeError(f"the policy returned {len(texts)} samples for {len(problems)} problems x n={cfg.n}")
-    grades = grader.grade_many([(c.text, p.answer) for p, c in texts])
+    grades = task.grade(grader, [(c.text, p) for p, c in texts])
 
     samples: list[dict] = []
     for i, ((_p, c), g) in enumerate(zip(texts, grades, strict=True)):
@@ -317,14 +321,13 @@ class BestOfNRun:
 
         from stepjudge.engines.factory import make_engine
         from stepjudge.grading import Grader
-        from stepjudge.tasks.problems import load_problem_set
         from stepjudge.utils.io import JsonlAppender
         from stepjudge.utils.runfolder import check_or_write_run_json
 
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         check_or_write_run_json(self.out, "rerank", cfg.model_dump(mode="json"), _RESUME_KEYS)
-        problems = load_problem_set(cfg.problems, cfg.arith, cfg.limit)
+        problems = get_task(cfg.problems).load(cfg.arith, limit=cfg.limit, data_root=cfg.data_root)
         g = cfg.group_size
         groups = [problems[i:i + g] for i in range(0, len(problems), g)]
         with JsonlAppender(self.out / "groups.jsonl") as log_file:

@@ -16,8 +16,9 @@ seed and the round index.
 
 Measured per problem (StepWiser Table 7 columns): correctness, accepted length (policy tokens of
 the kept chunks and of the answer segment), rejected length (tokens of thrown-away tries), judge
-calls (one per judged try), plus resets and kept-after-max counts. On ``arith`` every judged chunk
-is also checked against the exact first wrong step, which shows what the judge rejected.
+calls (one per judged try), plus resets and kept-after-max counts. On a task with exact step truth
+(``arith``) every judged chunk is also checked against the first wrong step, which shows what the
+judge rejected.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from stepjudge.engines.base import Capability, Completion, Engine, SamplingParam
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.grading.extract import extract_boxed
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
-from stepjudge.policy.prompts import base_prompt
 from stepjudge.segment.chunks import CLOSE, OPEN, prefix_text
+from stepjudge.tasks import DEFAULT_SOURCE, Task, get_task, task_of
 from stepjudge.tasks.arith import ArithConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ChunkResetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    problems: str = Field("arith", description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
+    problems: str = Field(DEFAULT_SOURCE, description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
     arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
     limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the chunks")
@@ -76,6 +77,9 @@ class ChunkResetConfig(BaseModel):
         "fewshot", description="fewshot: arith worked examples continued as raw text; chat: the StepWiser "
                                "solver prompt through the chat template (hf engine)")
     grade_timeout_s: float = Field(5.0, gt=0)
+    data_root: str | None = Field(
+        None, description="folder with the bundled datasets (gsm8k/, math500/, ...); None: $STEPJUDGE_DATA, "
+                          "else shared/data in the working directory or a folder above it")
     out: str = "runs/solve"
 
     @model_validator(mode="after")
@@ -106,9 +110,7 @@ _RESULT_KEYS = ("problems", "arith", "limit", "policy", "judge", "judge_spec", "
 
 def load_problems(cfg: ChunkResetConfig) -> list[Problem]:
     """The configured problems (same sources as ``stepjudge annotate``); each needs a reference answer."""
-    from stepjudge.tasks.problems import load_problem_set
-
-    return load_problem_set(cfg.problems, cfg.arith, cfg.limit)
+    return get_task(cfg.problems).load(cfg.arith, limit=cfg.limit, data_root=cfg.data_root)
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -186,33 +188,35 @@ class _State:
         return prefix_text(self.chunks, len(self.chunks)) + self.final_segment
 
 
-def _truth_wrong(problem: Problem, chunks: Sequence[str], chunk: str) -> bool | None:
-    """arith: is ``chunk`` the first wrong step after a correct prefix? None when unknowable."""
-    if problem.source != "arith" or "ops" not in problem.meta:
-        return None
-    from stepjudge.tasks.arith import check_steps
-
-    if check_steps(problem, chunks).first_error >= 0:
-        return None  # the path is already wrong: a label for this chunk is undefined
-    return check_steps(problem, [*chunks, chunk]).first_error == len(chunks)
+def _truth_wrong(task: Task, problem: Problem, chunks: Sequence[str], chunk: str) -> bool | None:
+    """Is ``chunk`` the first wrong step after a correct prefix? None when the task cannot tell."""
+    before = task.step_truth(problem, chunks)
+    if before is None or before.first_error >= 0:
+        return None  # no exact truth, or the path is already wrong: a label for this chunk is undefined
+    after = task.step_truth(problem, [*chunks, chunk])
+    return None if after is None else after.first_error == len(chunks)
 
 
 def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge: ChunkJudge | None, *,
                       max_tries: int = 5, max_chunks: int = 8, chunk_max_tokens: int = 64,
                       temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                       prompt_style: PromptStyle = "fewshot", grader: Any = None,
-                      progress: bool = False, desc: str = "solve") -> list[dict]:
+                      progress: bool = False, desc: str = "solve", task: Task | None = None) -> list[dict]:
     """Solve ``problems`` chunk by chunk; with a ``judge`` rejected chunks are re-sampled (Chunk-Reset).
 
     Returns one record per problem, in order. ``judge=None`` accepts every chunk (the baseline).
     ``grader`` is a :class:`stepjudge.grading.Grader` (one is opened and closed here when None).
+    ``task`` prompts, grades and gives step truth (None: the task the first problem belongs to).
     """
     if max_tries < 1 or max_chunks < 1:
         raise ValueError("max_tries and max_chunks must be >= 1")
     # A run must not depend on what the engine encoded before it (baseline vs reset comparisons).
     policy_engine.clear_prefix_cache()
     stops = stop_strings(prompt_style)
-    states = [_State(p, base_prompt(policy_engine, p, prompt_style)) for p in problems]
+    if not problems:
+        return []
+    task = task or task_of(problems[0])
+    states = [_State(p, task.solver_prompt(p, prompt_style, policy_engine)) for p in problems]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -244,7 +248,7 @@ def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge:
             if v is not None:
                 s.judge_calls += 1
                 s.judge_tokens += v.tokens
-                wrong = _truth_wrong(s.problem, s.chunks, chunk)
+                wrong = _truth_wrong(task, s.problem, s.chunks, chunk)
                 if wrong is not None:
                     s.judged.append({"verdict": v.verdict, "wrong": wrong})
             accepted = v is None or v.verdict == "Positive"
@@ -266,18 +270,18 @@ def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge:
         r += 1
     if bar is not None:
         bar.close()
-    return _records(states, grader)
+    return _records(states, grader, task)
 
 
-def _records(states: Sequence[_State], grader: Any) -> list[dict]:
+def _records(states: Sequence[_State], grader: Any, task: Task) -> list[dict]:
     from stepjudge.grading import Grader
 
-    pairs = [(s.final_text(), s.problem.answer or "") for s in states]
+    pairs = [(s.final_text(), s.problem) for s in states]
     if grader is None:
         with Grader() as g:
-            grades = g.grade_many(pairs)
+            grades = task.grade(g, pairs)
     else:
-        grades = grader.grade_many(pairs)
+        grades = task.grade(grader, pairs)
     out = []
     for s, (text, _), g in zip(states, pairs, grades, strict=True):
         rec = {
@@ -291,10 +295,8 @@ def _records(states: Sequence[_State], grader: Any) -> list[dict]:
             "resets": len(s.rejected), "judge_calls": s.judge_calls, "judge_tokens": s.judge_tokens,
             "rejected": s.rejected, "rounds": s.rounds,
         }
-        if s.problem.source == "arith" and "ops" in s.problem.meta:
-            from stepjudge.tasks.arith import check_steps
-
-            truth = check_steps(s.problem, s.chunks)
+        truth = task.step_truth(s.problem, s.chunks)
+        if truth is not None:
             rec["truth"] = {"first_error": truth.first_error, "reason": truth.reason, "judged": s.judged}
         out.append(rec)
     return out
@@ -394,6 +396,7 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
         saved["judge_engine"] = cfg.judge_engine_config().model_dump(mode="json")
     out.mkdir(parents=True, exist_ok=True)
     check_or_write_run_json(out, "solve", saved, _RESULT_KEYS)
+    task = get_task(cfg.problems)
     problems = load_problems(cfg)
     policy = policy_engine or make_engine(cfg.policy_engine_config())
     judge = None
@@ -414,7 +417,7 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
             t0 = time.perf_counter()
             tokens0 = policy.stats.completion_tokens
             records = chunk_reset_solve(problems, policy, j, grader=grader, progress=progress, desc=name,
-                                        **kw)
+                                        task=task, **kw)
             write_jsonl_atomic(out / filename, records)
             m = summarize(records)
             m.update(seconds=round(time.perf_counter() - t0, 3), rounds=max((r["rounds"] for r in records), default=0),

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.pipeline.registry import Panels, PipelineConfig, StageContext, Table, register_stage
 from stepjudge.pipeline.report import dig, fmt, fmt_key, load_json, pct
+from stepjudge.tasks import new_problems_options
 from stepjudge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -108,19 +109,6 @@ def _best_of_n_cfg(cfg: PipelineConfig, out: Path):
     return BestOfNConfig(**_with_models(cfg, out, BestOfNConfig, cfg.section("best_of_n"), "best_of_n"))
 
 
-def _fresh_problem_options(section: dict) -> dict:
-    """The annotate section's problem options, pointed at *new* problems of the same kind.
-
-    Downstream stages solve problems of the annotated kind but not the annotated ones: generated arith
-    problems get a seed the annotation did not use (seed + 1000). (To be replaced by the Task's own
-    method when tasks own their problem sources.)
-    """
-    fresh = {key: section[key] for key in ("problems", "arith") if key in section}
-    if "arith" in fresh:
-        fresh["arith"] = {**fresh["arith"], "seed": int(fresh["arith"].get("seed", 0)) + 1000}
-    return fresh
-
-
 def _with_models(cfg: PipelineConfig, out: Path, model_cls: Any, section: dict, name: str) -> dict:
     """Fill the policy, the trained judge and its prompt settings into a solve/rerank section."""
     fields = model_cls.model_fields
@@ -134,7 +122,7 @@ def _with_models(cfg: PipelineConfig, out: Path, model_cls: Any, section: dict, 
             filled[key] = value
     if "prompt_style" in fields and "prompt_style" in annotate:
         filled["prompt_style"] = annotate["prompt_style"]
-    filled.update({k: v for k, v in _fresh_problem_options(annotate).items() if k in fields})
+    filled.update({k: v for k, v in new_problems_options(annotate).items() if k in fields})
     return {**filled, **section, **({"out": filled["out"]} if "out" in filled else {})}
 
 

@@ -1,5 +1,10 @@
 """The policy side: prompts for a solver that writes its reasoning as ``<chunk>`` blocks."""
 
-from stepjudge.policy.prompts import CHUNKED_SOLVER_INSTRUCTION, chunked_solver_messages
+from stepjudge.policy.prompts import (
+    CHUNKED_SOLVER_INSTRUCTION,
+    FEWSHOT_EXAMPLES,
+    chunked_solver_messages,
+    fewshot_prompt,
+)
 
-__all__ = ["CHUNKED_SOLVER_INSTRUCTION", "chunked_solver_messages"]
+__all__ = ["CHUNKED_SOLVER_INSTRUCTION", "FEWSHOT_EXAMPLES", "chunked_solver_messages", "fewshot_prompt"]

@@ -5,19 +5,25 @@ operation (``<chunk>4 + 3 = 7</chunk>``) and ends with ``\\boxed{2}``. Because e
 the true first wrong chunk of *any* solution can be computed, which gives a ground truth to measure
 label schemes (Abs-Q, Rel-Ratio, Rel-Effective) and judges against. Difficulty is set by the number of
 operations, the operand range and the operation mix; the embedded 135M model solves the 2-3-step
-additive variant a fair share of the time with a short few-shot prompt (see ``fewshot_prompt``).
+additive variant a fair share of the time with a short few-shot prompt (see
+:func:`stepjudge.policy.prompts.fewshot_prompt`, re-exported here).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.data.records import Problem
+from stepjudge.policy.prompts import FEWSHOT_EXAMPLES, fewshot_prompt
+from stepjudge.tasks.base import StepTruth, Task, register_task
+
+__all__ = ["FEWSHOT_EXAMPLES", "NEW_PROBLEMS_SEED_OFFSET", "OPS", "ArithConfig", "ArithTask", "StepTruth",
+           "check_steps", "fewshot_prompt", "generate_problems", "reference_solution"]
 
 OPS = {"add": ("Add", "+"), "subtract": ("Subtract", "-"), "multiply": ("Multiply by", "*")}
 _SYMBOL_TO_OP = {"+": "add", "-": "subtract", "*": "multiply", "x": "multiply", "×": "multiply"}
@@ -77,35 +83,6 @@ def reference_solution(problem: Problem) -> str:
     return "\n".join(chunks) + f"\n\\boxed{{{values[-1]}}}"
 
 
-FEWSHOT_EXAMPLES = (
-    "Start with 2. Add 5. Add 1.\n<chunk>2 + 5 = 7</chunk>\n<chunk>7 + 1 = 8</chunk>\n\\boxed{8}",
-    "Start with 6. Add 2. Add 3.\n<chunk>6 + 2 = 8</chunk>\n<chunk>8 + 3 = 11</chunk>\n\\boxed{11}",
-)
-
-
-def fewshot_prompt(problem: str | Problem, examples: Sequence[str] = FEWSHOT_EXAMPLES) -> str:
-    """Raw text for a base-style continuation: worked examples, then the problem on its own line.
-
-    Stop generation at ``"\\n\\n"``: a blank line means the model is starting a new problem.
-    """
-    text = problem.problem if isinstance(problem, Problem) else problem
-    return "\n\n".join([*examples, text]) + "\n"
-
-
-@dataclass(frozen=True)
-class StepTruth:
-    """Where a solution first goes wrong: ``first_error`` is a chunk index, or -1 if none does."""
-
-    first_error: int
-    reason: str  # "ok" | "wrong operand" | "wrong operation" | "wrong arithmetic" | "incomplete" | ...
-
-    def chunk_labels(self, n_chunks: int) -> list[int | None]:
-        """1 before the first error, 0 at it, None after it (undefined once the path is wrong)."""
-        if self.first_error < 0:
-            return [1] * n_chunks
-        return [1] * self.first_error + [0] + [None] * (n_chunks - self.first_error - 1)
-
-
 def check_steps(problem: Problem, chunks: Sequence[str]) -> StepTruth:
     """Exact first wrong chunk of a solution to an arith problem.
 
@@ -134,3 +111,37 @@ def check_steps(problem: Problem, chunks: Sequence[str]) -> StepTruth:
                 return StepTruth(i, "wrong arithmetic")
             k += 1
     return StepTruth(-1, "ok" if k == len(ops) else "incomplete")
+
+
+# Downstream stages (Chunk-Reset, best-of-N) draw their problems with this much added to the seed,
+# so they are new problems of the same difficulty rather than the annotated ones.
+NEW_PROBLEMS_SEED_OFFSET = 1000
+
+
+@register_task
+class ArithTask(Task):
+    """Generated arith problems (settings: the stage's ``arith:`` section), with exact step truth."""
+
+    name = "arith"
+    problem_sources = ("arith",)
+    settings_key = "arith"
+
+    def read_problems(self, settings: ArithConfig | dict | None = None, *,
+                      data_root: str | None = None) -> list[Problem]:
+        return generate_problems(settings)
+
+    @classmethod
+    def claims(cls, problem: Problem) -> bool:
+        return problem.source in cls.problem_sources and "ops" in problem.meta
+
+    def step_truth(self, problem: Problem, chunks: Sequence[str]) -> StepTruth | None:
+        return check_steps(problem, chunks) if self.claims(problem) else None
+
+    def new_problems_options(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        """Same settings, seed + :data:`NEW_PROBLEMS_SEED_OFFSET` (only if the section sets ``arith``)."""
+        out = super().new_problems_options(section)
+        if "arith" in section:
+            arith = section["arith"]
+            arith = arith.model_dump() if isinstance(arith, BaseModel) else dict(arith)
+            out["arith"] = {**arith, "seed": int(arith.get("seed", 0)) + NEW_PROBLEMS_SEED_OFFSET}
+        return out

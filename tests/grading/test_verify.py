@@ -1,11 +1,12 @@
 """Answer equivalence: exact statuses users rely on, threads, and the per-item wall-clock limit."""
 
+import multiprocessing
 import threading
 
 import pytest
 
 from stepjudge.errors import StepJudgeError
-from stepjudge.grading import Grader, GradeResult, grade, normalize_answer
+from stepjudge.grading import Grader, GradeResult, grade, normalize_answer, verify
 from stepjudge.grading.verify import REASON_GOLD_UNPARSEABLE, REASON_NO_ANSWER, REASON_PRED_UNPARSEABLE
 
 # A real input on which sympy never finishes: math-verify parses it instantly, but comparing the
@@ -180,9 +181,33 @@ def test_constructor_validation():
         Grader(formats=("boxd",))
 
 
-def test_module_level_grade():
+def _grader_workers() -> set[int]:
+    return {p.pid for p in multiprocessing.active_children() if p.name == "stepjudge-grader"}
+
+
+def test_module_level_grade_leaves_no_worker_behind():
+    before = _grader_workers()  # e.g. the module fixture's Grader, which owns its own worker
     assert grade(r"\boxed{\frac{1}{2}}", "0.5") == GradeResult("correct", r"\frac{1}{2}")
-    assert grade(r"\boxed{2}", "3").status == "incorrect"
+    assert grade(r"\boxed{2}", "3") == GradeResult("incorrect", "2")
+    assert _grader_workers() == before
+    assert not hasattr(verify, "_shared")  # no module-level pool
+
+
+def test_per_item_limit_from_a_thread_that_owns_the_grader():
+    """A Grader made and used off the main thread (as in a server) still stops a stuck item."""
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        with Grader(timeout_s=1.0) as g:
+            out["results"] = g.grade_many([(SLOW_RESPONSE, "3"), (r"\boxed{\frac{1}{2}}", "0.5")])
+            out["worker"] = g._proc.pid
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(120)
+    assert out["results"] == [GradeResult("incorrect", "9^{9^{9^{9}}}", "timeout"),
+                              GradeResult("correct", r"\frac{1}{2}")]
+    assert out["worker"] not in _grader_workers()  # closed with its owner
 
 
 def test_formats_respected():
