@@ -27,7 +27,7 @@ from typing import Any
 from stepjudge.grading.extract import extract_verdict
 
 __all__ = ["RewardFunc", "canonical_label", "completion_text", "format_penalty_reward", "register_reward",
-           "registered_rewards", "resolve_reward", "resolve_rewards", "verdict_reward"]
+           "registered_rewards", "resolve_reward", "resolve_rewards", "unregister_reward", "verdict_reward"]
 
 RewardFunc = Callable[..., list[float]]
 _REGISTRY: dict[str, RewardFunc] = {}
@@ -43,6 +43,11 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
         return func
 
     return add
+
+
+def unregister_reward(name: str) -> RewardFunc:
+    """Remove ``name`` (a test's or a notebook's temporary reward); returns what it named."""
+    return _REGISTRY.pop(name)
 
 
 def registered_rewards() -> list[str]:

@@ -29,10 +29,16 @@ PrepareRows = Callable[[list[dict], "list[dict] | None", Any], tuple[list[dict],
 
 
 def drop_long_prompts(records: list[dict], tokenizer: Any, limit: int, name: str) -> list[dict]:
-    """Rows whose chat-formatted prompt fits in ``limit`` tokens; drops are counted in the log."""
+    """Rows whose prompt fits in ``limit`` tokens; drops are counted in the log.
+
+    TRL takes both prompt formats: chat messages (measured as the chat template renders them) and plain
+    text (measured as it is).
+    """
     kept = []
     for rec in records:
-        text = tokenizer.apply_chat_template(rec["prompt"], tokenize=False, add_generation_prompt=True)
+        prompt = rec["prompt"]
+        text = prompt if isinstance(prompt, str) else tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True)
         if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= limit:
             kept.append(rec)
     if len(kept) < len(records):
