@@ -115,6 +115,11 @@ class ConfigArgumentParser(argparse.ArgumentParser):
 
     _pending_config: tuple[str, dict[str, Any]] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefix matching: with --x/--no-x pairs for every boolean, an abbreviation is a trap.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def defer_config_flags(self, model_path: str, **options: Any) -> None:
         self._pending_config = (model_path, options)
 

@@ -33,10 +33,10 @@ judge_spec mappings).
 
 examples:
   stepjudge rerank --config configs/rerank_arith.yaml
-  stepjudge rerank --judge runs/judge-rl/final --policy smollm2-135m --n 8 --problems arith --limit 32 \\
+  stepjudge rerank --judge runs/judge-rl/final --policy smollm2-135m -n 8 --problems arith --limit 32 \\
       --temperature 0.5 --max-tokens 48 --judge-spec.score votes --judge-spec.votes 4 --out runs/rerank
   stepjudge rerank --judge runs/judge-rl/final --policy runs/seg-sft/final --prompt-style chat \\
-      --problems math500 --n 16 --max-tokens 2048 --policy-engine.device cuda --judge-engine.device cuda \\
+      --problems math500 -n 16 --max-tokens 2048 --policy-engine.device cuda --judge-engine.device cuda \\
       --out runs/rerank-m500
 """
 
