@@ -189,19 +189,21 @@ def _lookup(data: Mapping[str, Any], loc: tuple) -> bool:
 
 def _describe(err: ValidationError, yaml_path: str | Path | None, yaml_values: Mapping[str, Any],
               flags: Mapping[str, Any]) -> str:
+    """One line per problem: ``key: message (where the value came from)``."""
     problems = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if isinstance(p, str))
-        key = ".".join(map(str, e["loc"])) or "config"
-        if loc and _lookup(flags, loc):
-            where = "flag --" + ".".join(p.replace("_", "-") for p in loc)
-        elif loc and yaml_path is not None and _lookup(yaml_values, loc):
-            where = f"{yaml_path}: key '{key}'"
-        elif yaml_path is not None:
-            where = f"{yaml_path}: '{key}'"
+        key = ".".join(map(str, e["loc"]))
+        flag = "--" + ".".join(p.replace("_", "-") for p in loc)
+        if not loc:
+            where = f"from {yaml_path} and the flags" if yaml_path else "from the flags"
+        elif _lookup(flags, loc):
+            where = f"flag {flag}"
+        elif yaml_path is not None and _lookup(yaml_values, loc):
+            where = f"in {yaml_path}"
         else:
-            where = f"'{key}'"
-        problems.append(f"{where}: {e['msg']}")
+            where = f"give {flag} or set '{key}' in the --config YAML"
+        problems.append(f"{key or 'config'}: {e['msg']} ({where})")
     return "invalid configuration: " + "; ".join(problems)
 
 

@@ -73,13 +73,13 @@ def test_eval_judge_on_heldout_rows(tmp_path, capsys):
     data = tmp_path / "heldout.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
-                 "--max-tokens", "3", "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
+                 "--max-tokens", "3", "--engine.num-threads", "1", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["n_positive"] == 2 and metrics["n_negative"] == 1
     assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 3
     assert '"balanced_f1"' in capsys.readouterr().out
     assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
-                 "--max-tokens", "3", "--threads", "1", "--probabilities", "--calibrate-on", str(data),
+                 "--max-tokens", "3", "--engine.num-threads", "1", "--probabilities", "--calibrate-on", str(data),
                  "--out", str(tmp_path / "ev2")]) == 0
     metrics = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert 0 <= metrics["auroc"] <= 1 and 0 <= metrics["calibrated"]["threshold"] <= 1
