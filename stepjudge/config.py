@@ -169,7 +169,11 @@ def add_config_flags(parser: argparse.ArgumentParser, model_cls: type[BaseModel]
 
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The config flags the user gave (nested dict, values not yet validated); {} when none."""
+    """The config flags the user gave (nested dict, values not yet validated); {} when none.
+
+    Every verb has its own source on its own sub-parser, and argparse puts only the chosen sub-parser's
+    values in the namespace (pydantic-settings' flags default to "absent"), so one verb never reads
+    another's flags."""
     source = getattr(args, CONFIG_SOURCE, None)
     if source is None:
         return {}
