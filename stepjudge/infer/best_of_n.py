@@ -136,7 +136,7 @@ class BestOfNConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     problems: str = Field("arith", description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
-    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
+    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2), description="the generated arith problems (used when problems is arith)")
     limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the N solutions")
     policy_engine: EngineConfig = Field(default_factory=EngineConfig, description="its model is `policy`")
@@ -144,15 +144,15 @@ class BestOfNConfig(BaseModel):
         "fewshot", description="fewshot: arith worked examples continued as raw text (stop at a blank "
                                "line); chat: the StepWiser solver prompt through the chat template")
     n: int = Field(8, ge=1, description="solutions sampled per problem")
-    temperature: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
     max_tokens: int = Field(256, ge=1, description="per solution")
     judge: str = Field(description="the stepwise judge: built-in name, checkpoint dir, hub id or served name")
     judge_engine: EngineConfig = Field(default_factory=EngineConfig, description="its model is `judge`")
     judge_spec: JudgeSpec = Field(default_factory=JudgeSpec, description="how the judge is asked and read")
     group_size: int = Field(8, ge=1, description="problems per policy call and judge call (one log line)")
-    seed: int = 0
-    grade_timeout_s: float = Field(5.0, gt=0)
-    out: str = "runs/rerank"
+    seed: int = Field(0, description="sampling seed")
+    grade_timeout_s: float = Field(5.0, gt=0, description="seconds allowed to grade one answer")
+    out: str = Field("runs/rerank", description="run folder (resumable)")
 
     @property
     def stop(self) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ class ChunkResetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     problems: str = Field("arith", description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
-    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
+    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2), description="the generated arith problems (used when problems is arith)")
     limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the chunks")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="the policy's engine")
@@ -70,13 +70,13 @@ class ChunkResetConfig(BaseModel):
     max_chunks: int = Field(8, ge=1, description="a solution stops (unanswered) after this many chunks")
     chunk_max_tokens: int = Field(64, ge=1, description="policy tokens per try (one chunk or the answer)")
     temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
+    top_p: float = Field(1.0, gt=0, le=1, description="policy nucleus sampling")
+    seed: int = Field(0, description="sampling seed; each round derives its own from it")
     prompt_style: PromptStyle = Field(
         "fewshot", description="fewshot: arith worked examples continued as raw text; chat: the StepWiser "
                                "solver prompt through the chat template (hf engine)")
-    grade_timeout_s: float = Field(5.0, gt=0)
-    out: str = "runs/solve"
+    grade_timeout_s: float = Field(5.0, gt=0, description="seconds allowed to grade one answer")
+    out: str = Field("runs/solve", description="run folder")
 
     @model_validator(mode="after")
     def _check_judge(self) -> ChunkResetConfig:

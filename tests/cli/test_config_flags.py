@@ -256,3 +256,20 @@ def test_every_example_command_in_help_readme_and_docs_parses():
 def test_add_argument_budget():
     calls = sum(p.read_text().count("add_argument(") for p in Path(ROOT / "stepjudge").rglob("*.py"))
     assert calls <= 60
+
+
+def _undescribed(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        if not field.description:
+            out.append(prefix + name)
+        sub = _nested_model(field.annotation)
+        if sub is not None:
+            out += _undescribed(sub, f"{prefix}{name}.")
+    return out
+
+
+# stepjudge/train/* configs are described by their own module's tests.
+@pytest.mark.parametrize("verb", [v for v in CONFIG_VERBS if ".train." not in VERB_CONFIGS[v]], ids=" ".join)
+def test_every_field_has_a_description_for_its_help(verb):
+    assert _undescribed(import_model(VERB_CONFIGS[verb])) == []
