@@ -49,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from stepjudge.annotate.pipeline import AnnotateConfig, AnnotationRun, load_annotation_problems
-    from stepjudge.cli.common import load_yaml
+    from stepjudge.config import load_yaml
     from stepjudge.segment.chunks import prefix_text
     from stepjudge.tasks.arith import fewshot_prompt
 

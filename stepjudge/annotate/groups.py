@@ -8,62 +8,47 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stepjudge.annotate.labels import all_labels
 from stepjudge.data.records import Problem
 from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.grading import Grader
-from stepjudge.tasks import DEFAULT_SOURCE, get_task
-from stepjudge.tasks.arith import ArithConfig
+from stepjudge.tasks import get_task
+from stepjudge.tasks.config import ProblemSetConfig
 
 __all__ = ["RESUME_KEYS", "AnnotateConfig", "annotate_group", "flatten", "group_seed", "load_annotation_problems"]
 
 
-class AnnotateConfig(BaseModel):
+class AnnotateConfig(ProblemSetConfig):
     """Every knob of ``stepjudge annotate`` (YAML keys = these names)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    problems: str = Field(DEFAULT_SOURCE, description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
-    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
-    limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model whose solutions are annotated")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    prompt_style: Literal["fewshot", "chat"] = Field(
-        "fewshot", description="fewshot: arith worked examples continued as raw text; chat: the StepWiser "
-                               "solver prompt (Table 11) through the chat template")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="the policy's engine (its model is `policy`)")
     samples_per_problem: int = Field(4, ge=1, description="K solutions sampled per problem")
-    sample_temperature: float = Field(1.0, ge=0)
-    sample_max_tokens: int = Field(128, ge=1)
+    sample_temperature: float = Field(1.0, ge=0, description="sampling temperature of the K solutions")
+    sample_max_tokens: int = Field(128, ge=1, description="tokens per sampled solution")
     prefilter: bool = Field(False, description="drop problems whose K samples are all right or all wrong")
     rollouts: int = Field(16, ge=1, description="M continuations per chunk prefix (paper: 16)")
-    rollout_temperature: float = Field(1.0, ge=0)
-    rollout_max_tokens: int = Field(128, ge=1)
+    rollout_temperature: float = Field(1.0, ge=0, description="sampling temperature of the rollouts (paper: 1.0)")
+    rollout_max_tokens: int = Field(128, ge=1, description="tokens per rollout continuation")
     gamma: float = Field(0.7, description="Rel-Ratio threshold")
     alpha: float = Field(0.8, description="Rel-Effective weight")
     best_of_n: int = Field(4, ge=1, description="Rel-Effective's n (best-of-n policy)")
     group_size: int = Field(8, ge=1, description="problems per work unit (batched together, one output line)")
-    seed: int = 0
+    seed: int = Field(0, description="sampling seed; each group derives its own from it")
     num_shards: int = Field(1, ge=1, description="groups are dealt to shards round-robin")
     shard: int | None = Field(None, ge=0, description="process only this shard (None: all, in this process)")
     ray: bool = Field(False, description="spread shards over a Ray cluster, one engine per worker")
     ray_address: str | None = Field(None, description="Ray cluster address (None: start a local one)")
-    ray_workers: int = Field(2, ge=1)
+    ray_workers: int = Field(2, ge=1, description="Ray actors, each with its own engine")
     worker_base_urls: list[str] = Field(default_factory=list,
                                         description="with ray + engine.kind=openai: one server URL per worker")
-    grade_timeout_s: float = Field(5.0, gt=0)
-    data_root: str | None = Field(
-        None, description="folder with the bundled datasets (gsm8k/, math500/, ...); None: $STEPJUDGE_DATA, "
-                          "else shared/data in the working directory or a folder above it")
-    out: str = "runs/annotate"
-
-    @property
-    def stop(self) -> tuple[str, ...]:
-        return ("\n\n",) if self.prompt_style == "fewshot" else ()
+    out: str = Field("runs/annotate", description="run folder (resumable)")
 
 
 # Settings that change the records: resuming a folder with other values is refused.

@@ -1,11 +1,15 @@
 """``stepjudge <verb>``: the command line. Each verb lives in its own module with
-``register(subparsers)`` (adds its parser) and a handler stored as ``func`` on the parsed args."""
+``register(subparsers)`` (adds its parser; the flags come from the verb's pydantic config through
+:func:`stepjudge.config.add_config_flags`) and a handler ``func(config, args)`` stored on the parsed args.
+The handler receives the config built by :func:`stepjudge.config.config_from_args` (YAML, then flags)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+
+from pydantic import BaseModel
 
 from stepjudge import __version__
 from stepjudge.errors import StepJudgeError
@@ -18,9 +22,12 @@ VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.t
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    from stepjudge.config import ConfigArgumentParser
+
+    parser = ConfigArgumentParser(
         prog="stepjudge",
-        description="Judge LLM reasoning step by step: evaluate, serve and (soon) train stepwise judges.",
+        description="Judge LLM reasoning step by step: annotate steps, train stepwise judges (GRPO, SFT), "
+                    "evaluate them, serve them, and use them for best-of-N and Chunk-Reset reasoning.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'stepjudge <verb> --help' for the options of each verb.",
     )
@@ -30,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in VERB_MODULES:
         importlib.import_module(mod).register(subparsers)
     return parser
+
+
+def parse_config(argv: list[str]) -> tuple[BaseModel | None, argparse.Namespace]:
+    """Parse ``argv`` and build the verb's config exactly as :func:`main` hands it to the verb."""
+    from stepjudge.config import config_from_args
+
+    args = build_parser().parse_args(argv)
+    return config_from_args(args), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pydantic import ValidationError
 
+    from stepjudge.config import config_from_args
+
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(config_from_args(args), args) or 0)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
         print(f"stepjudge: error: invalid configuration: {problems}", file=sys.stderr)

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_list)
 
 
-def _list(args: argparse.Namespace) -> int:
+def _list(config: None, args: argparse.Namespace) -> int:
     from stepjudge.models import BUILTIN_MODELS, cache_dir
 
     for name, desc in BUILTIN_MODELS.items():
@@ -27,7 +27,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> int:
+def _resolve(config: None, args: argparse.Namespace) -> int:
     from stepjudge.models import resolve_model
 
     print(resolve_model(args.name))

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from stepjudge.cli.common import load_yaml
+from stepjudge.cli.common import YAML_ONLY, add_progress_flag
+from stepjudge.config import add_config_flags
+
+if TYPE_CHECKING:
+    from stepjudge.pipeline import PipelineConfig
 
 DESCRIPTION = """\
 Run the StepWiser loop from one YAML: annotate (sample solutions, Monte-Carlo rollouts, chunk labels)
@@ -14,7 +19,8 @@ held-out scores before and after) -> processbench (a ProcessBench slice, base vs
 chunk_reset (Chunk-Reset reasoning vs the policy alone) -> best_of_n (judge best-of-N and weighted
 voting vs majority voting) -> report (report.html + report.md with every stage's tables and plots).
 
-Everything goes into one run folder (`out:` in the YAML, or --out). A stage whose output already
+Everything goes into one run folder (`out:` in the YAML, or --out). Top-level keys have flags
+(--out, --policy, --stages, --engine.kind, ...); the stage sections are set in the YAML. A stage whose output already
 exists is skipped, so re-running the same command after a crash continues where it stopped, and
 `--stages report` rebuilds only the report. Stage sections of the YAML take the options of the
 stage's own command (stepjudge annotate / train judge-data / train judge / eval processbench /
@@ -33,22 +39,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pipeline", help="run the whole StepWiser loop from one YAML (resumable)",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="pipeline YAML (see configs/pipeline_quickstart.yaml)")
-    p.add_argument("--out", help="run folder (overrides `out:` in the YAML)")
-    p.add_argument("--stages", nargs="+", help="run only these stages, in the given order (e.g. report)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_quickstart.yaml); "
+                   "the flags below override its keys")
+    add_config_flags(p, "stepjudge.pipeline:PipelineConfig", yaml_only=YAML_ONLY.get("pipeline", ()), config_flag=False)
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from stepjudge.pipeline import Pipeline, PipelineConfig
+def run(config: PipelineConfig, args: argparse.Namespace) -> int:
+    from stepjudge.pipeline import Pipeline
 
-    base = load_yaml(args.config)
-    if args.out:
-        base["out"] = args.out
-    if args.stages:
-        base["stages"] = [s for item in args.stages for s in item.split(",") if s]
-    pipeline = Pipeline(PipelineConfig(**base), progress=not args.no_progress)
+    pipeline = Pipeline(config, progress=not args.no_progress)
     state = pipeline.run()
     print(json.dumps(state, indent=1))
     print(f"report: {pipeline.out / 'report.html'} (and report.md)")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from stepjudge.cli.common import ENGINE_KEYS, add_engine_flags, load_yaml, merge_flags
+from stepjudge.cli.common import add_progress_flag
+from stepjudge.config import add_config_flags
 
 RERANK_DESCRIPTION = """\
 Best-of-N with a stepwise judge (StepWiser): the policy samples N solutions per problem (one engine call
@@ -25,15 +27,17 @@ of judge calls (chunks judged).
 Output folder: run.json, groups.jsonl (one line per finished group; re-running the same command resumes),
 samples.jsonl (per problem: samples, chunks, chunk probabilities, scores, answers, correct flags, picks),
 summary.json and report.md. 'stepjudge select build' turns samples.jsonl into policy SFT data.
-The "engine" flags below (--engine, --device, --threads, ...) set the policy's engine; the judge has its
-own --judge-engine / --judge-device / ... flags (YAML: policy_engine, judge_engine, judge_spec).
+The policy's engine is set by --policy-engine.* flags (e.g. --policy-engine.device cuda), the judge's by
+--judge-engine.*, how the judge is asked and read by --judge-spec.* (YAML: policy_engine, judge_engine,
+judge_spec mappings).
 
 examples:
   stepjudge rerank --config configs/rerank_arith.yaml
-  stepjudge rerank --judge runs/judge-rl/final --policy smollm2-135m --n 8 --problems arith --limit 32 \\
-      --temperature 0.5 --max-tokens 48 --out runs/rerank
+  stepjudge rerank --judge runs/judge-rl/final --policy smollm2-135m -n 8 --problems arith --limit 32 \\
+      --temperature 0.5 --max-tokens 48 --judge-spec.score votes --judge-spec.votes 4 --out runs/rerank
   stepjudge rerank --judge runs/judge-rl/final --policy runs/seg-sft/final --prompt-style chat \\
-      --problems math500 --n 16 --max-tokens 2048 --device cuda --judge-device cuda --out runs/rerank-m500
+      --problems math500 -n 16 --max-tokens 2048 --policy-engine.device cuda --judge-engine.device cuda \\
+      --out runs/rerank-m500
 """
 
 SELECT_DESCRIPTION = """\
@@ -56,104 +60,31 @@ examples:
       --per-device-batch-size 2 --gradient-accumulation-steps 1
 """
 
-RERANK_KEYS = {
-    "problems": "problems", "limit": "limit", "policy": "policy", "prompt_style": "prompt_style", "n": "n",
-    "temperature": "temperature", "max_tokens": "max_tokens", "judge": "judge", "group_size": "group_size",
-    "seed": "seed", "out": "out", "arith_n": "arith.n", "arith_steps": "arith.steps", "arith_ops": "arith.ops",
-    "arith_max_operand": "arith.max_operand", "arith_seed": "arith.seed",
-    "judge_score": "judge_spec.score", "judge_prompt": "judge_spec.prompt",
-    "judge_response_prefix": "judge_spec.response_prefix", "judge_votes": "judge_spec.votes",
-    "judge_temperature": "judge_spec.temperature", "judge_max_tokens": "judge_spec.max_tokens",
-    "judge_engine": "judge_engine.kind", "judge_base_url": "judge_engine.base_url",
-    "judge_device": "judge_engine.device", "judge_dtype": "judge_engine.dtype",
-    "judge_max_batch_rows": "judge_engine.max_batch_rows",
-    **{arg: "policy_" + key for arg, key in ENGINE_KEYS.items()},
-}
-
-POLICY_SFT_KEYS = {k: k for k in (
-    "model", "data", "out", "learning_rate", "epochs", "max_steps", "per_device_batch_size",
-    "gradient_accumulation_steps", "max_length", "seed", "logging_steps", "save_steps", "save_total_limit",
-    "use_cpu", "bf16", "gradient_checkpointing")}
-
 
 def register(subparsers) -> None:
-    _register_rerank(subparsers)
-    _register_select(subparsers)
-
-
-def _register_rerank(subparsers) -> None:
     p = subparsers.add_parser("rerank", help="best-of-N and voting with a stepwise judge (StepWiser)",
                               description=RERANK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML with any of the options below (flags override it)")
-    p.add_argument("--judge", help="stepwise judge: checkpoint dir (e.g. runs/judge-rl/final), built-in "
-                   "name, hub id, or the served model name with --judge-engine openai")
-    p.add_argument("--policy", help="model that writes the solutions (default smollm2-135m)")
-    p.add_argument("--n", type=int, help="solutions per problem (default 8)")
-    p.add_argument("--problems", help="arith | gsm8k[:split] | math500 | math-test | a JSON/JSONL/Parquet file | hub id")
-    p.add_argument("--limit", type=int, help="first N problems")
-    p.add_argument("--prompt-style", choices=["fewshot", "chat"],
-                   help="fewshot (arith examples, raw text, stop at a blank line) or chat (StepWiser solver prompt)")
-    p.add_argument("--temperature", type=float, help="policy sampling temperature (default 1.0)")
-    p.add_argument("--max-tokens", type=int, help="tokens per solution (default 256)")
-    p.add_argument("--group-size", type=int, help="problems per engine call and log line (default 8)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default runs/rerank)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    g = p.add_argument_group("judge scoring (judge_spec)")
-    g.add_argument("--judge-score", choices=["token-prob", "votes"],
-                   help="P(Positive) from the verdict token (default) or from sampled vote shares")
-    g.add_argument("--judge-prompt", choices=["no-cot", "stepwise"],
-                   help="no-cot: verdict-only prompt (default); stepwise: StepWiser's reason-then-verdict prompt")
-    g.add_argument("--judge-response-prefix", help='pre-filled judge answer (default "\\boxed{"; "" for a '
-                   "reasoning judge with --judge-score votes)")
-    g.add_argument("--judge-votes", type=int, help="votes mode: verdicts sampled per chunk")
-    g.add_argument("--judge-temperature", type=float, help="votes mode: sampling temperature")
-    g.add_argument("--judge-max-tokens", type=int, help="votes mode: judge output tokens")
-    g = p.add_argument_group("judge engine")
-    g.add_argument("--judge-engine", choices=["hf", "openai"], help="hf (default) or an OpenAI-compatible server")
-    g.add_argument("--judge-base-url", help="server URL for --judge-engine openai")
-    g.add_argument("--judge-device", help="torch device of the hf judge")
-    g.add_argument("--judge-dtype", choices=["float32", "bfloat16", "float16", "auto"])
-    g.add_argument("--judge-max-batch-rows", type=int, help="judge prompts per forward pass")
-    g = p.add_argument_group("arith task")
-    g.add_argument("--arith-n", type=int, help="number of generated problems")
-    g.add_argument("--arith-steps", type=int, help="operations per problem")
-    g.add_argument("--arith-ops", nargs="+", help="add subtract multiply")
-    g.add_argument("--arith-max-operand", type=int)
-    g.add_argument("--arith-seed", type=int)
-    add_engine_flags(p)  # the policy engine
+    add_config_flags(p, "stepjudge.infer.best_of_n:BestOfNConfig")
+    add_progress_flag(p)
     p.set_defaults(func=run_rerank)
 
-
-def _register_select(subparsers) -> None:
-    p = subparsers.add_parser("select", help="judge-selected policy SFT data and the policy SFT (StepWiser)",
+    s = subparsers.add_parser("select", help="judge-selected policy SFT data and the policy SFT (StepWiser)",
                               description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="select_action", metavar="<action>")
+    sub = s.add_subparsers(dest="select_action", metavar="<action>")
     b = sub.add_parser("build", help="samples.jsonl -> sft_judge.jsonl + sft_outcome.jsonl",
                        description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--samples", required=True, help="samples.jsonl of a 'stepjudge rerank' run")
-    b.add_argument("--out", required=True, help="folder for sft_judge.jsonl, sft_outcome.jsonl, stats.json")
-    b.add_argument("--seed", type=int, default=0, help="seed of the outcome-only random pick (default 0)")
+    add_config_flags(b, "stepjudge.infer.select:SelectionBuildConfig")
     b.set_defaults(func=run_select_build)
-
     t = sub.add_parser("train", help="SFT the policy on a selected set (TRL, completion-only loss)",
                        description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--config", help="YAML with any of the options below (flags override it)")
-    t.add_argument("--model", help="policy to fine-tune (default smollm2-135m: the one that wrote the samples)")
-    t.add_argument("--data", help="sft_judge.jsonl or sft_outcome.jsonl")
-    t.add_argument("--out", help="run folder (checkpoints, final/, train_log.json)")
-    from stepjudge.cli.train import add_sft_run_flags
-
-    add_sft_run_flags(t, "example", 1024)
+    add_config_flags(t, "stepjudge.train.policy_sft:PolicySFTConfig")
     t.set_defaults(func=run_select_train)
-    p.set_defaults(func=lambda a: p.print_help() or 2)
+    s.set_defaults(func=lambda config, args: s.print_help() or 2)
 
 
-def run_rerank(args: argparse.Namespace) -> int:
-    from stepjudge.infer.best_of_n import METHOD_NAMES, METHODS, BestOfNConfig, BestOfNRun
+def run_rerank(config: Any, args: argparse.Namespace) -> int:
+    from stepjudge.infer.best_of_n import METHOD_NAMES, METHODS, BestOfNRun
 
-    base = load_yaml(args.config) if args.config else {}
-    config = BestOfNConfig(**merge_flags(base, args, RERANK_KEYS))
     run = BestOfNRun(config, progress=not args.no_progress)
     summary = run.run()
     for m in METHODS:
@@ -163,19 +94,16 @@ def run_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_select_build(args: argparse.Namespace) -> int:
-    from stepjudge.infer.select import build_selection_sets
+def run_select_build(config: Any, args: argparse.Namespace) -> int:
+    from stepjudge.infer.select import build_selection_sets_from_config
 
-    stats = build_selection_sets(args.samples, args.out, seed=args.seed)
-    print(json.dumps(stats, indent=1))
+    print(json.dumps(build_selection_sets_from_config(config), indent=1))
     return 0
 
 
-def run_select_train(args: argparse.Namespace) -> int:
-    from stepjudge.train.policy_sft import PolicySFTConfig, train_policy_sft
+def run_select_train(config: Any, args: argparse.Namespace) -> int:
+    from stepjudge.train.policy_sft import train_policy_sft
 
-    base = load_yaml(args.config) if args.config else {}
-    config = PolicySFTConfig(**merge_flags(base, args, POLICY_SFT_KEYS))
     final = train_policy_sft(config)
     print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
     return 0

@@ -15,20 +15,20 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["hf", "openai"] = "hf"
+    kind: Literal["hf", "openai"] = Field("hf", description="hf: the model in-process; openai: an OpenAI-compatible server")
     model: str = Field("smollm2-135m", description="built-in name, local path or hub id (hf); served model name (openai)")
     # hf
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="hf: weights dtype (float32 is fastest on CPU)")
+    device: str = Field("cpu", description="hf: torch device (cpu, cuda, cuda:1)")
     num_threads: int | None = Field(None, description="torch threads; None = torch default")
     max_batch_rows: int = Field(64, ge=1, description="sequences decoded at once (prompts x n)")
-    share_prefix: bool = True
+    share_prefix: bool = Field(True, description="hf: reuse the KV cache of shared prompt prefixes")
     # openai
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: server URL")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    max_concurrency: int = Field(16, ge=1)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
+    max_concurrency: int = Field(16, ge=1, description="openai: parallel HTTP requests")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds per request")
+    max_retries: int = Field(4, ge=0, description="openai: retries of a failed request, with backoff")
     use_chat: bool = Field(True, description="send chat prompts to /chat/completions (else render locally)")
     tokenizer: str | None = Field(None, description="openai: the served model's tokenizer (name or path) loaded "
                                                     "locally, for chat rendering and tokenizer access")

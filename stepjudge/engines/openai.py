@@ -241,7 +241,7 @@ class OpenAIEngine(Engine):
             except openai.APIConnectionError as e:
                 raise EngineError(
                     f"the server at {self.base_url} is unreachable after {self.max_retries} retries "
-                    f"(is it running? check --base-url)") from e
+                    f"(is it running? check --engine.base-url)") from e
             except openai.APIStatusError as e:
                 raise EngineError(f"the server at {self.base_url} returned HTTP {e.status_code}: "
                                   f"{_server_message(e)}") from e

@@ -243,3 +243,82 @@ def first_error_scores(predictions: Iterable[Mapping], annotations: Iterable[Map
              if r.get("status", "annotated") == "annotated" and isinstance(r.get("truth"), Mapping)}
     keys = [k for k in predicted if k in truth]
     return {"solutions": len(keys), **first_error_f1([truth[k] for k in keys], [predicted[k] for k in keys])}
+
+
+# ------------------------------------------------------------------ `stepjudge eval judge` as a run
+
+
+# Imported here, not at the top, to keep this section self-contained (appended for the CLI).
+from pydantic import BaseModel, ConfigDict, Field, model_validator  # noqa: E402
+
+from stepjudge.engines.factory import EngineConfig  # noqa: E402
+
+
+class HeldoutEvalConfig(BaseModel):
+    """Every knob of ``stepjudge eval judge`` (YAML keys = these names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    judge: str = Field(description="judge model: name/path (hf engine) or served model name (openai)")
+    data: str = Field(description="held-out rows (heldout.jsonl of `stepjudge train judge-data`)")
+    protocol: Literal["generative", "discriminative"] = Field(
+        "generative", description="generative: verdict in \\boxed{}; discriminative: '+'/'-' PRM turns")
+    votes: int = Field(1, ge=1, description="sampled verdicts per chunk, majority vote (1 = greedy)")
+    max_tokens: int = Field(256, ge=1, description="judge output tokens per chunk (generative)")
+    response_prefix: str = Field("", description="pre-filled start of the answer, e.g. '\\boxed{'")
+    probabilities: bool = Field(
+        False, description="also read P(Positive) from the verdict token after response_prefix and report "
+                           "AUROC (hf engine)")
+    calibrate_on: str | None = Field(
+        None, description="with probabilities: also score held-out chunks at the P(Positive) cut that "
+                          "maximises balanced accuracy on these (training) rows")
+    annotations: str | None = Field(
+        None, description="arith: also score the first Negative chunk of each held-out solution against its "
+                          "true first wrong chunk (ProcessBench-style F1), from `stepjudge annotate` output")
+    seed: int = Field(0, description="sampling seed")
+    out: str | None = Field(None, description="folder for metrics.json and predictions.jsonl")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine settings; its model is `judge`")
+
+    @model_validator(mode="after")
+    def _calibration_needs_probabilities(self) -> HeldoutEvalConfig:
+        if self.calibrate_on and not self.probabilities:
+            raise ValueError("calibrate_on needs probabilities (--probabilities)")
+        return self
+
+
+def evaluate_heldout(config: HeldoutEvalConfig, engine: Engine | None = None) -> dict:
+    """``stepjudge eval judge``: score a judge on held-out rows (:func:`evaluate_judge_rows`), optionally
+    with a train-fitted P(Positive) cut and arith first-error F1; writes ``metrics.json`` and
+    ``predictions.jsonl`` to ``config.out`` (if set) and returns the metrics."""
+    from pathlib import Path
+
+    from stepjudge.utils.io import atomic_write_json, read_jsonl, write_jsonl_atomic
+
+    rows = read_jsonl(config.data)
+    own = engine is None
+    if engine is None:
+        from stepjudge.engines.factory import make_engine
+
+        engine = make_engine(config.engine.model_copy(update={"model": config.judge}))
+    try:
+        result = evaluate_judge_rows(engine, rows, protocol=config.protocol, votes=config.votes,
+                                     max_tokens=config.max_tokens, seed=config.seed,
+                                     response_prefix=config.response_prefix, probabilities=config.probabilities)
+        if config.calibrate_on:
+            result["calibrated"] = calibrated_metrics(engine, read_jsonl(config.calibrate_on),
+                                                      result["predictions"], config.response_prefix)
+    finally:
+        if own:
+            engine.close()
+    if config.annotations:
+        ann = read_jsonl(config.annotations)
+        result["first_error"] = first_error_scores(result["predictions"], ann)
+        if "calibrated" in result:
+            result["calibrated"]["first_error"] = first_error_scores(
+                result["predictions"], ann, threshold=result["calibrated"]["threshold"])
+    preds = result.pop("predictions")
+    result.update(judge=config.judge, data=config.data, response_prefix=config.response_prefix)
+    if config.out:
+        atomic_write_json(Path(config.out) / "metrics.json", result)
+        write_jsonl_atomic(Path(config.out) / "predictions.jsonl", preds)
+    return result

@@ -55,9 +55,10 @@ class ProcessBenchEvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     judge: str = Field("smollm2-135m", description="model name/path (hf) or served model name (openai)")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    protocol: Protocol = "stepwise"
-    subsets: list[str] = Field(default_factory=lambda: ["gsm8k", "math", "olympiadbench", "omnimath"])
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine settings (its model is `judge`)")
+    protocol: Protocol = Field("stepwise", description="critic (official), stepwise (StepWiser) or prm ('+'/'-')")
+    subsets: list[str] = Field(default_factory=lambda: ["gsm8k", "math", "olympiadbench", "omnimath"],
+                               description="ProcessBench subsets to evaluate")
     limit: int | None = Field(None, ge=1, description="first N cases of each subset")
     balanced: bool = Field(False, description="with limit N: the first N/2 erroneous and N/2 correct cases "
                                               "of each subset (the files list erroneous cases first)")
@@ -66,7 +67,7 @@ class ProcessBenchEvalConfig(BaseModel):
     temperature: float | None = Field(None, ge=0, description="default: 0 with 1 vote, 1.0 when voting")
     top_p: float | None = Field(None, gt=0, le=1, description="default: 1.0 (0.9 when voting, as official)")
     max_tokens: int | None = Field(None, ge=1, description="default per protocol: critic 2048, stepwise 512, prm 4")
-    seed: int = 0
+    seed: int = Field(0, description="sampling seed")
     batch_size: int = Field(16, ge=1, description="cases judged concurrently (one engine call per round)")
     unparsed_as: Literal["Positive", "Negative"] = Field(
         "Positive", description="stepwise: verdict used when no sample has a parseable \\boxed{} verdict")
@@ -76,7 +77,7 @@ class ProcessBenchEvalConfig(BaseModel):
     response_prefix: str = Field(
         "", description="stepwise protocol: pre-filled start of the judge's answer, e.g. '\\boxed{' for the "
                         "verdict-only judge (hf engine: the chat is rendered locally and continued)")
-    out: str = "runs/processbench"
+    out: str = Field("runs/processbench", description="run folder (resumable)")
 
     def resolved(self) -> ProcessBenchEvalConfig:
         """Fill protocol-dependent defaults so the run folder records the values actually used."""

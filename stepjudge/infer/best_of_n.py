@@ -34,15 +34,15 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
-from stepjudge.tasks import DEFAULT_SOURCE, get_task
-from stepjudge.tasks.arith import ArithConfig
+from stepjudge.tasks import get_task
+from stepjudge.tasks.config import ProblemSetConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,36 +131,22 @@ def score_solutions(judge: ChunkJudge, problems_texts: Sequence[str],
 
 
 # ---------------------------------------------------------------------------------------- runner
-class BestOfNConfig(BaseModel):
+class BestOfNConfig(ProblemSetConfig):
     """Every knob of ``stepjudge rerank`` (YAML keys = these names)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    problems: str = Field(DEFAULT_SOURCE, description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
-    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
-    limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the N solutions")
     policy_engine: EngineConfig = Field(default_factory=EngineConfig, description="its model is `policy`")
-    prompt_style: Literal["fewshot", "chat"] = Field(
-        "fewshot", description="fewshot: arith worked examples continued as raw text (stop at a blank "
-                               "line); chat: the StepWiser solver prompt through the chat template")
     n: int = Field(8, ge=1, description="solutions sampled per problem")
-    temperature: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
     max_tokens: int = Field(256, ge=1, description="per solution")
     judge: str = Field(description="the stepwise judge: built-in name, checkpoint dir, hub id or served name")
     judge_engine: EngineConfig = Field(default_factory=EngineConfig, description="its model is `judge`")
     judge_spec: JudgeSpec = Field(default_factory=JudgeSpec, description="how the judge is asked and read")
     group_size: int = Field(8, ge=1, description="problems per policy call and judge call (one log line)")
-    seed: int = 0
-    grade_timeout_s: float = Field(5.0, gt=0)
-    data_root: str | None = Field(
-        None, description="folder with the bundled datasets (gsm8k/, math500/, ...); None: $STEPJUDGE_DATA, "
-                          "else shared/data in the working directory or a folder above it")
-    out: str = "runs/rerank"
-
-    @property
-    def stop(self) -> tuple[str, ...]:
-        return ("\n\n",) if self.prompt_style == "fewshot" else ()
+    seed: int = Field(0, description="sampling seed")
+    out: str = Field("runs/rerank", description="run folder (resumable)")
 
 
 # Settings that change the records: resuming a folder with other values is refused.

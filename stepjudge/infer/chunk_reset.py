@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from stepjudge.data.records import Problem
 from stepjudge.engines.base import Capability, Completion, Engine, SamplingParams
@@ -38,8 +38,8 @@ from stepjudge.engines.factory import EngineConfig
 from stepjudge.grading.extract import extract_boxed
 from stepjudge.judge.chunk_judge import ChunkJudge, ChunkQuery, JudgeSpec
 from stepjudge.segment.chunks import CLOSE, OPEN, prefix_text
-from stepjudge.tasks import DEFAULT_SOURCE, Task, get_task, task_of
-from stepjudge.tasks.arith import ArithConfig
+from stepjudge.tasks import Task, get_task, task_of
+from stepjudge.tasks.config import ProblemSetConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,11 @@ __all__ = ["ChunkResetConfig", "chunk_reset_solve", "summarize", "run_chunk_rese
 PromptStyle = Literal["fewshot", "chat"]
 
 
-class ChunkResetConfig(BaseModel):
+class ChunkResetConfig(ProblemSetConfig):
     """Every knob of ``stepjudge solve`` (YAML keys = these names)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    problems: str = Field(DEFAULT_SOURCE, description="arith | gsm8k[:split] | math500 | math-test | path | hub id")
-    arith: ArithConfig = Field(default_factory=lambda: ArithConfig(n=32, steps=2))
-    limit: int | None = Field(None, ge=1, description="first N problems")
     policy: str = Field("smollm2-135m", description="the model that writes the chunks")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="the policy's engine")
     judge: str | None = Field(None, description="judge model name/path (hf) or served name (openai)")
@@ -71,16 +68,9 @@ class ChunkResetConfig(BaseModel):
     max_chunks: int = Field(8, ge=1, description="a solution stops (unanswered) after this many chunks")
     chunk_max_tokens: int = Field(64, ge=1, description="policy tokens per try (one chunk or the answer)")
     temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-    prompt_style: PromptStyle = Field(
-        "fewshot", description="fewshot: arith worked examples continued as raw text; chat: the StepWiser "
-                               "solver prompt through the chat template (hf engine)")
-    grade_timeout_s: float = Field(5.0, gt=0)
-    data_root: str | None = Field(
-        None, description="folder with the bundled datasets (gsm8k/, math500/, ...); None: $STEPJUDGE_DATA, "
-                          "else shared/data in the working directory or a folder above it")
-    out: str = "runs/solve"
+    top_p: float = Field(1.0, gt=0, le=1, description="policy nucleus sampling")
+    seed: int = Field(0, description="sampling seed; each round derives its own from it")
+    out: str = Field("runs/solve", description="run folder (resumable)")
 
     @model_validator(mode="after")
     def _check_judge(self) -> ChunkResetConfig:

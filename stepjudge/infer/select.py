@@ -128,3 +128,22 @@ def build_selection_sets(samples: str | os.PathLike | Sequence[dict], out_dir: s
              "files": {"judge": str(out / "sft_judge.jsonl"), "outcome": str(out / "sft_outcome.jsonl")}}
     atomic_write_json(out / "stats.json", stats)
     return stats
+
+
+# ------------------------------------------------------------------ `stepjudge select build` as a config
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402  (section appended for the CLI)
+
+
+class SelectionBuildConfig(BaseModel):
+    """Every knob of ``stepjudge select build`` (YAML keys = these names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: str = Field(description="samples.jsonl of a 'stepjudge rerank' run")
+    out: str = Field(description="folder for sft_judge.jsonl, sft_outcome.jsonl and stats.json")
+    seed: int = Field(0, description="seed of the outcome-only random pick")
+
+
+def build_selection_sets_from_config(config: SelectionBuildConfig) -> dict:
+    """:func:`build_selection_sets` with the settings of one :class:`SelectionBuildConfig`."""
+    return build_selection_sets(config.samples, config.out, seed=config.seed)

@@ -51,7 +51,7 @@ class JudgeSpec(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1, description="Positive when P(Positive) >= threshold")
     unparsed_as: Literal["Positive", "Negative"] = Field(
         "Positive", description="votes mode: a chunk with no parseable vote gets this verdict")
-    seed: int = 0
+    seed: int = Field(0, description="sampling seed of the judge (votes mode)")
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class JudgeDatasetConfig(BaseModel):
                                                                  "(overrides heldout_fraction)")
     max_prompt_tokens: int | None = Field(1024, ge=1, description="drop longer prompts (None: keep all)")
     tokenizer: str = Field("smollm2-135m", description="model whose tokenizer measures prompt length")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the held-out split and the down-sampling")
     format: DatasetFormat = Field("generative", description="generative (GRPO) | discriminative (SFT) | "
                                                             "no-cot (GRPO, verdict-only prompt)")
 

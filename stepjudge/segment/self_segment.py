@@ -198,12 +198,12 @@ class SegmentDataConfig(BaseModel):
     segmenter: str = Field("smollm2-135m", description="model inserting the tags (hf name/path, served name)")
     out: str = Field(description="output JSONL of SFT records")
     tries: int = Field(8, ge=1, description="taggings sampled per solution (paper: 8)")
-    temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(1024, ge=1)
-    seed: int = 0
+    temperature: float = Field(0.7, ge=0, description="segmenter sampling temperature")
+    max_tokens: int = Field(1024, ge=1, description="tokens per tagging")
+    seed: int = Field(0, description="sampling seed")
     batch_size: int | None = Field(None, ge=1, description="solutions per engine call (None = all at once)")
     limit: int | None = Field(None, ge=1, description="first N solutions only")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="engine settings (its model is `segmenter`)")
 
     def engine_config(self) -> EngineConfig:
         return self.engine.model_copy(update={"model": self.segmenter})

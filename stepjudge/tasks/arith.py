@@ -39,11 +39,11 @@ class ArithConfig(BaseModel):
     n: int = Field(100, ge=1, description="number of problems")
     steps: int = Field(2, ge=1, description="operations per problem")
     min_steps: int | None = Field(None, ge=1, description="if set, steps are drawn from [min_steps, steps]")
-    max_start: int = Field(9, ge=1)
-    max_operand: int = Field(9, ge=1)
+    max_start: int = Field(9, ge=1, description="largest starting number")
+    max_operand: int = Field(9, ge=1, description="largest operand of an operation")
     ops: list[str] = Field(default_factory=lambda: ["add"], description="subset of add, subtract, multiply")
     allow_negative: bool = Field(False, description="if false, subtractions never go below zero")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the generated problems")
 
 
 def _apply(op: str, a: int, b: int) -> int:

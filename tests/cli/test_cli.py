@@ -1,21 +1,35 @@
 """The command line explains itself and reports errors without tracebacks."""
 
+import re
+
 import pytest
 
 from stepjudge.cli.main import main
 
 
+def test_top_level_help_lists_every_verb_and_no_stale_promise(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    listed = re.findall(r"^    ([a-z-]+) +\S", out, flags=re.M)
+    assert listed == ["annotate", "eval", "train", "serve", "models", "rerank", "select", "solve", "pipeline"]
+    assert "(soon)" not in out and "train stepwise judges" in out
+
+
 @pytest.mark.parametrize("argv, expect", [
-    (["--help"], "eval"),
-    (["eval", "processbench", "--help"], "harmonic"),
-    (["serve", "--help"], "--port"),
-    (["models", "--help"], "resolve"),
+    (["eval", "processbench", "--help"],
+     "F1 = their harmonic mean; the average is the mean of the subset F1s."),
+    (["eval", "judge", "--help"], "--calibrate-on str with probabilities: also score held-out chunks"),
+    (["serve", "--help"], "--port int TCP port (0: any free port) (default: 8000)"),
+    (["models", "--help"], "list built-in model names"),
+    (["models", "--help"], "resolve print the local checkpoint directory of a model"),
 ])
-def test_help_texts(argv, expect, capsys):
+def test_verb_help_texts(argv, expect, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0
-    assert expect in capsys.readouterr().out
+    assert expect in " ".join(capsys.readouterr().out.split())
 
 
 def test_models_list(capsys):
@@ -73,16 +87,31 @@ def test_eval_judge_on_heldout_rows(tmp_path, capsys):
     data = tmp_path / "heldout.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
-                 "--max-tokens", "3", "--threads", "1", "--out", str(tmp_path / "ev")]) == 0
+                 "--max-tokens", "3", "--engine.num-threads", "1", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["n_positive"] == 2 and metrics["n_negative"] == 1
     assert len((tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()) == 3
     assert '"balanced_f1"' in capsys.readouterr().out
     assert main(["eval", "judge", "--judge", "tiny-random", "--data", str(data), "--response-prefix", "\\boxed{",
-                 "--max-tokens", "3", "--threads", "1", "--probabilities", "--calibrate-on", str(data),
+                 "--max-tokens", "3", "--engine.num-threads", "1", "--probabilities", "--calibrate-on", str(data),
                  "--out", str(tmp_path / "ev2")]) == 0
     metrics = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
-    assert 0 <= metrics["auroc"] <= 1 and 0 <= metrics["calibrated"]["threshold"] <= 1
     preds = [json.loads(x) for x in (tmp_path / "ev2" / "predictions.jsonl").read_text().splitlines()]
     assert all(0 < p["p_positive"] < 1 for p in preds)
-    assert metrics["calibrated"]["n"] == 3 and metrics["calibrated"]["train_balanced_f1"] is not None
+    # AUROC from its definition: the share of (Positive, Negative) pairs ranked right, ties half.
+    pos = [p["p_positive"] for p in preds if p["label"] == "Positive"]
+    neg = [p["p_positive"] for p in preds if p["label"] == "Negative"]
+    pairs = [(a > b) + 0.5 * (a == b) for a in pos for b in neg]
+    assert metrics["auroc"] == sum(pairs) / len(pairs)
+    # Calibrated on the same rows: the cut is the one calibrate_threshold picks from these probabilities,
+    # and held-out scores at that cut are the training scores.
+    from stepjudge.eval.judge_heldout import judge_metrics
+    from stepjudge.judge.scoring import calibrate_threshold
+
+    cut = calibrate_threshold([p["p_positive"] for p in preds], [p["label"] == "Positive" for p in preds])
+    cal = metrics["calibrated"]
+    assert cal["threshold"] == cut and cal["n"] == 3
+    expected = judge_metrics([p["label"] for p in preds],
+                             ["Positive" if p["p_positive"] >= cut else "Negative" for p in preds])
+    assert {k: cal[k] for k in expected} == expected
+    assert cal["train_balanced_f1"] == expected["balanced_f1"]

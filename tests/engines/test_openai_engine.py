@@ -227,7 +227,7 @@ def test_dead_server_is_reported_quickly():
         eng.generate([PROMPT], SamplingParams(max_tokens=2))
     assert time.monotonic() - start < 10
     msg = str(info.value)
-    assert url in msg and "unreachable" in msg and "--base-url" in msg
+    assert url in msg and "unreachable" in msg and "--engine.base-url" in msg
 
 
 def test_factory_builds_openai_engine(served):

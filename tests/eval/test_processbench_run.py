@@ -104,7 +104,7 @@ def test_killed_cli_run_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "stepjudge.cli.main", "eval", "processbench", "--judge", "tiny-random",
            "--protocol", "stepwise", "--subsets", "gsm8k", "--limit", "6", "--max-tokens", "24",
-           "--batch-size", "1", "--threads", "1", "--out", str(out), "--no-progress"]
+           "--batch-size", "1", "--engine.num-threads", "1", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pred = out / "predictions.jsonl"
     deadline = time.time() + 120

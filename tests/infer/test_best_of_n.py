@@ -261,8 +261,8 @@ def test_cli_rerank_end_to_end_on_the_tiny_model(tmp_path, capsys):
     out = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
     cfg.write_text("n: 3\nmax_tokens: 4\njudge_spec:\n  threshold: 0.5\n")
-    rc = main(["rerank", "--config", str(cfg), "--judge", "tiny-random", "--policy", "tiny-random", "--n", "2",
-               "--problems", "arith", "--limit", "2", "--threads", "1", "--out", str(out), "--no-progress"])
+    rc = main(["rerank", "--config", str(cfg), "--judge", "tiny-random", "--policy", "tiny-random", "-n", "2",
+               "--problems", "arith", "--limit", "2", "--policy-engine.num-threads", "1", "--out", str(out), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "judge best-of-N" in text and "judge calls:" in text
@@ -282,7 +282,7 @@ def test_cli_help_and_config_errors(capsys):
         main(["rerank", "--help"])
     assert e.value.code == 0
     assert "stepjudge rerank --config configs/rerank_arith.yaml" in capsys.readouterr().out
-    assert main(["rerank", "--n", "2"]) == 1
+    assert main(["rerank", "-n", "2"]) == 1
     assert "judge: Field required" in capsys.readouterr().err
 
 

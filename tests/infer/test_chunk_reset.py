@@ -207,8 +207,8 @@ def test_cli_help_and_real_tiny_model_end_to_end(tmp_path, capsys):
     assert "reset needs a judge" in capsys.readouterr().err
     out = tmp_path / "cli"
     assert main(["solve", "--policy", "tiny-random", "--judge", "tiny-random", "--reset", "--problems", "arith",
-                 "--arith-n", "3", "--chunk-max-tokens", "6", "--max-tries", "2", "--temperature", "1.0",
-                 "--threads", "1", "--out", str(out), "--no-progress"]) == 0
+                 "--arith.n", "3", "--chunk-max-tokens", "6", "--max-tries", "2", "--temperature", "1.0",
+                 "--engine.num-threads", "1", "--out", str(out), "--no-progress"]) == 0
     assert "Chunk-Reset" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"chunk_reset", "baseline"}

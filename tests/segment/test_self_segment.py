@@ -222,7 +222,7 @@ def test_cli_segment_data_runs_end_to_end(tmp_path, capsys, train_verb):
     src, out = tmp_path / "s.jsonl", tmp_path / "o.jsonl"
     _write_solutions(src, _arith_solutions(2))
     argv = ["train", "segment-data", "--solutions", str(src), "--out", str(out), "--segmenter", "tiny-random",
-            "--tries", "2", "--max-tokens", "8", "--threads", "1"]
+            "--tries", "2", "--max-tokens", "8", "--engine.num-threads", "1"]
     assert train_verb(argv) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["solutions"] == 2 and stats["kept"] == 0 and stats["samples"] == 4

@@ -370,22 +370,28 @@ def test_cli_help_explains_and_gives_examples(capsys):
 
 
 def test_cli_config_file_then_flags_override(tmp_path):
+    from stepjudge.config import config_from_args
+    from stepjudge.serve.config import ServeConfig
+
     cfg = tmp_path / "serve.yaml"
     cfg.write_text("model: tiny-random\nport: 9001\nbatch_window_ms: 25\nserved_model_name: judge\n")
     args = _parser().parse_args(["serve", "--config", str(cfg), "--port", "9002"])
     assert args.func is serve_cli.run
-    opts = serve_cli.load_options(args)
-    assert opts["model"] == "tiny-random" and opts["port"] == 9002
-    assert opts["batch_window_ms"] == 25 and opts["served_model_name"] == "judge"
-    assert opts["host"] == "127.0.0.1" and opts["api_key_env"] is None
+    config = config_from_args(args)
+    assert config == ServeConfig(model="tiny-random", port=9002, batch_window_ms=25, served_model_name="judge")
+    assert config.host == "127.0.0.1" and config.api_key_env is None
+    assert config.engine_config() == EngineConfig(kind="hf", model="tiny-random", dtype="float32", device="cpu",
+                                                  num_threads=None, max_batch_rows=64)
 
 
 def test_cli_config_unknown_key_is_named(tmp_path):
+    from stepjudge.config import config_from_args
+
     cfg = tmp_path / "serve.yaml"
     cfg.write_text("modle: tiny-random\n")
     args = _parser().parse_args(["serve", "--config", str(cfg)])
     with pytest.raises(StepJudgeError, match="modle"):
-        serve_cli.load_options(args)
+        config_from_args(args)
 
 
 def test_serve_refuses_unset_key_variable(monkeypatch):
