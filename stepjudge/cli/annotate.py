@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from stepjudge.cli.common import add_progress_flag
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command
 
 if TYPE_CHECKING:
     from stepjudge.annotate.pipeline import AnnotateConfig
@@ -36,14 +35,6 @@ examples:
 """
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("annotate", help="Monte-Carlo step labels for chunked solutions (StepWiser)",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, "stepjudge.annotate.pipeline:AnnotateConfig")
-    add_progress_flag(p)
-    p.set_defaults(func=run_annotate)
-
-
 def run_annotate(config: AnnotateConfig, args: argparse.Namespace) -> int:
     from stepjudge.annotate.pipeline import AnnotationRun
 
@@ -57,3 +48,7 @@ def run_annotate(config: AnnotateConfig, args: argparse.Namespace) -> int:
                      indent=1)[:2000])
     print(f"run folder: {run.out}")
     return 0
+
+
+VERBS = (Command("annotate", "Monte-Carlo step labels for chunked solutions (StepWiser)", DESCRIPTION,
+                    "stepjudge.annotate.pipeline:AnnotateConfig", run_annotate, progress=True),)

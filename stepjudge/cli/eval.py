@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from stepjudge.cli.common import add_progress_flag
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command, CommandGroup
 
 if TYPE_CHECKING:
     from stepjudge.eval.judge_heldout import HeldoutEvalConfig
@@ -45,25 +44,6 @@ example:
 """
 
 
-def register(subparsers) -> None:
-    p_eval = subparsers.add_parser("eval", help="evaluate judges on benchmarks",
-                                   description="Evaluate judges on benchmarks.")
-    sub = p_eval.add_subparsers(dest="benchmark", metavar="<benchmark>")
-    p = sub.add_parser("processbench", help="ProcessBench (official metric; critic/stepwise/prm protocols)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--score", metavar="PREDICTIONS.jsonl",
-                   help="only score a predictions file (against --source) and print the summary as JSON")
-    add_config_flags(p, "stepjudge.eval.processbench:ProcessBenchEvalConfig")
-    add_progress_flag(p)
-    p.set_defaults(func=run_processbench)
-
-    j = sub.add_parser("judge", help="judge accuracy and class-balanced F1 on held-out chunks",
-                       description=JUDGE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(j, "stepjudge.eval.judge_heldout:HeldoutEvalConfig")
-    j.set_defaults(func=run_judge_eval)
-    p_eval.set_defaults(func=lambda config, args: p_eval.print_help() or 2)
-
-
 def run_judge_eval(config: HeldoutEvalConfig, args: argparse.Namespace) -> int:
     from stepjudge.eval.judge_heldout import evaluate_heldout
 
@@ -83,3 +63,19 @@ def run_processbench(config: ProcessBenchEvalConfig, args: argparse.Namespace) -
     print(summary_markdown(summary, title=f"ProcessBench ({config.protocol} judge: {config.judge})"))
     print(f"run folder: {run.out} (report.md, summary.json, predictions.jsonl)")
     return 0
+
+
+def _score_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--score", metavar="PREDICTIONS.jsonl",
+                        help="only score a predictions file (against --source) and print the summary as JSON")
+
+
+COMMANDS = (
+    Command("processbench", "ProcessBench (official metric; critic/stepwise/prm protocols)", DESCRIPTION,
+            "stepjudge.eval.processbench:ProcessBenchEvalConfig", run_processbench, progress=True,
+            extra_flags=_score_flag),
+    Command("judge", "judge accuracy and class-balanced F1 on held-out chunks", JUDGE_DESCRIPTION,
+            "stepjudge.eval.judge_heldout:HeldoutEvalConfig", run_judge_eval),
+)
+
+VERBS = (CommandGroup("eval", "evaluate judges on benchmarks", COMMANDS),)

@@ -1,6 +1,7 @@
-"""``stepjudge <verb>``: the command line. Each verb lives in its own module with
-``register(subparsers)`` (adds its parser; the flags come from the verb's pydantic config through
-:func:`stepjudge.config.add_config_flags`) and a handler ``func(config, args)`` stored on the parsed args.
+"""``stepjudge <verb>``: the command line. Each verb lives in its own module, declared once in its
+``VERBS`` (:class:`~stepjudge.cli.common.Command`: name, help, config model, handler; the flags come from
+the config through :func:`stepjudge.config.add_config_flags`); the handler ``func(config, args)`` is
+stored on the parsed args.
 The handler receives the config built by :func:`stepjudge.config.config_from_args` (YAML, then flags)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.t
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from stepjudge.cli.common import add_verbs
     from stepjudge.config import ConfigArgumentParser
 
     parser = ConfigArgumentParser(
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
     for mod in VERB_MODULES:
-        importlib.import_module(mod).register(subparsers)
+        add_verbs(subparsers, importlib.import_module(mod).VERBS)
     return parser
 
 

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "models", help="list built-in models or resolve/materialize one",
-        description="Built-in models and the cache. 'stepjudge models resolve smollm2-135m' de-quantizes the "
-                    "embedded GGUF once into $STEPJUDGE_CACHE (default ~/.cache/stepjudge) and prints the path.")
-    sub = p.add_subparsers(dest="action", metavar="<action>")
-    sub.add_parser("list", help="built-in model names").set_defaults(func=_list)
-    r = sub.add_parser("resolve", help="print the local checkpoint directory of a model (downloads/builds it)")
-    r.add_argument("name", help="built-in name, local path or hub id")
-    r.set_defaults(func=_resolve)
-    p.set_defaults(func=_list)
+from stepjudge.cli.common import Command, CommandGroup
 
 
 def _list(config: None, args: argparse.Namespace) -> int:
@@ -32,3 +21,17 @@ def _resolve(config: None, args: argparse.Namespace) -> int:
 
     print(resolve_model(args.name))
     return 0
+
+
+def _name_positional(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="built-in name, local path or hub id")
+
+
+VERBS = (CommandGroup(
+    "models", "list built-in models or resolve/materialize one",
+    (Command("list", "built-in model names", "Built-in model names and the cache folder.", None, _list),
+     Command("resolve", "print the local checkpoint directory of a model (downloads/builds it)",
+             "Print the local checkpoint directory of a model; built-in models are built once into the cache.",
+             None, _resolve, extra_flags=_name_positional)),
+    description="Built-in models and the cache. 'stepjudge models resolve smollm2-135m' de-quantizes the embedded "
+                "GGUF once into $STEPJUDGE_CACHE (default ~/.cache/stepjudge) and prints the path."),)

@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from stepjudge.cli.common import YAML_ONLY, add_progress_flag
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command
 
 if TYPE_CHECKING:
     from stepjudge.pipeline import PipelineConfig
@@ -35,17 +34,6 @@ examples:
 """
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("pipeline", help="run the whole StepWiser loop from one YAML (resumable)",
-                              description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_quickstart.yaml); "
-                   "the flags below override its keys")
-    add_config_flags(p, "stepjudge.pipeline:PipelineConfig", yaml_only=YAML_ONLY.get("pipeline", ()), config_flag=False)
-    add_progress_flag(p)
-    p.set_defaults(func=run)
-
-
 def run(config: PipelineConfig, args: argparse.Namespace) -> int:
     from stepjudge.pipeline import Pipeline
 
@@ -54,3 +42,13 @@ def run(config: PipelineConfig, args: argparse.Namespace) -> int:
     print(json.dumps(state, indent=1))
     print(f"report: {pipeline.out / 'report.html'} (and report.md)")
     return 0
+
+
+def _config_positional(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_quickstart.yaml); "
+                        "the flags below override its keys")
+
+
+VERBS = (Command("pipeline", "run the whole StepWiser loop from one YAML (resumable)", DESCRIPTION,
+                    "stepjudge.pipeline:PipelineConfig", run, progress=True, epilog=EPILOG, config_flag=False,
+                    extra_flags=_config_positional),)

@@ -8,8 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from stepjudge.cli.common import add_progress_flag
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command, CommandGroup, print_trained
 
 RERANK_DESCRIPTION = """\
 Best-of-N with a stepwise judge (StepWiser): the policy samples N solutions per problem (one engine call
@@ -61,27 +60,6 @@ examples:
 """
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("rerank", help="best-of-N and voting with a stepwise judge (StepWiser)",
-                              description=RERANK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, "stepjudge.infer.best_of_n:BestOfNConfig")
-    add_progress_flag(p)
-    p.set_defaults(func=run_rerank)
-
-    s = subparsers.add_parser("select", help="judge-selected policy SFT data and the policy SFT (StepWiser)",
-                              description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = s.add_subparsers(dest="select_action", metavar="<action>")
-    b = sub.add_parser("build", help="samples.jsonl -> sft_judge.jsonl + sft_outcome.jsonl",
-                       description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(b, "stepjudge.infer.select:SelectionBuildConfig")
-    b.set_defaults(func=run_select_build)
-    t = sub.add_parser("train", help="SFT the policy on a selected set (TRL, completion-only loss)",
-                       description=SELECT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(t, "stepjudge.train.policy_sft:PolicySFTConfig")
-    t.set_defaults(func=run_select_train)
-    s.set_defaults(func=lambda config, args: s.print_help() or 2)
-
-
 def run_rerank(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.infer.best_of_n import METHOD_NAMES, METHODS, BestOfNRun
 
@@ -104,6 +82,17 @@ def run_select_build(config: Any, args: argparse.Namespace) -> int:
 def run_select_train(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.train.policy_sft import train_policy_sft
 
-    final = train_policy_sft(config)
-    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
-    return 0
+    return print_trained(train_policy_sft(config))
+
+
+SELECT_COMMANDS = (
+    Command("build", "samples.jsonl -> sft_judge.jsonl + sft_outcome.jsonl", SELECT_DESCRIPTION,
+            "stepjudge.infer.select:SelectionBuildConfig", run_select_build),
+    Command("train", "SFT the policy on a selected set (TRL, completion-only loss)", SELECT_DESCRIPTION,
+            "stepjudge.train.policy_sft:PolicySFTConfig", run_select_train),
+)
+
+VERBS = (Command("rerank", "best-of-N and voting with a stepwise judge (StepWiser)", RERANK_DESCRIPTION,
+                 "stepjudge.infer.best_of_n:BestOfNConfig", run_rerank, progress=True),
+         CommandGroup("select", "judge-selected policy SFT data and the policy SFT (StepWiser)", SELECT_COMMANDS,
+                      description=SELECT_DESCRIPTION))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command
 
 if TYPE_CHECKING:
     from stepjudge.serve.config import ServeConfig
@@ -37,14 +37,6 @@ config file: a YAML mapping whose keys are the option names with underscores (Se
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
-                              description=DESCRIPTION, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, "stepjudge.serve.config:ServeConfig")
-    p.set_defaults(func=run)
-
-
 def run(config: ServeConfig, args: argparse.Namespace) -> int:
     from stepjudge.serve import serve
 
@@ -52,3 +44,7 @@ def run(config: ServeConfig, args: argparse.Namespace) -> int:
           api_key_env=config.api_key_env, batch_window_ms=config.batch_window_ms, log_level=config.log_level,
           max_batch_prompts=config.max_batch_prompts)
     return 0
+
+
+VERBS = (Command("serve", "serve a model over an OpenAI-compatible HTTP API", DESCRIPTION,
+                    "stepjudge.serve.config:ServeConfig", run, epilog=EPILOG),)

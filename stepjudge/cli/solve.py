@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from stepjudge.cli.common import add_progress_flag
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command
 
 if TYPE_CHECKING:
     from stepjudge.infer.chunk_reset import ChunkResetConfig
@@ -42,14 +41,6 @@ examples:
 """
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("solve", help="Chunk-Reset Reasoning: a judge vets each chunk as it is written",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, "stepjudge.infer.chunk_reset:ChunkResetConfig")
-    add_progress_flag(p)
-    p.set_defaults(func=run_solve)
-
-
 def run_solve(config: ChunkResetConfig, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -63,3 +54,7 @@ def run_solve(config: ChunkResetConfig, args: argparse.Namespace) -> int:
     print(json.dumps(short, indent=1))
     print(f"run folder: {config.out}")
     return 0
+
+
+VERBS = (Command("solve", "Chunk-Reset Reasoning: a judge vets each chunk as it is written", DESCRIPTION,
+                    "stepjudge.infer.chunk_reset:ChunkResetConfig", run_solve, progress=True),)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from stepjudge.config import add_config_flags
+from stepjudge.cli.common import Command, CommandGroup, print_trained
 from stepjudge.judge.dataset import JudgeDatasetConfig
 
 SEGMENT_DESCRIPTION = """\
@@ -118,36 +118,10 @@ class JudgeDataCommand(JudgeDatasetConfig):
     out: str = Field(description="output folder for train.jsonl, heldout.jsonl and stats.json")
 
 
-def register(subparsers) -> None:
-    p_train = subparsers.add_parser("train", help="fine-tune policies and judges",
-                                    description="Fine-tune policies and judges (TRL).")
-    sub = p_train.add_subparsers(dest="train_target", metavar="<target>")
-    targets = [  # (name, one-line help, description, config class, handler)
-        ("segment", "SFT a policy to write <chunk>-tagged reasoning", SEGMENT_DESCRIPTION,
-         "stepjudge.train.segment:SegmentSFTConfig", run_segment),
-        ("segment-data", "tag correct solutions with a segmenter LLM -> SFT records", SEGMENT_DATA_DESCRIPTION,
-         "stepjudge.segment.self_segment:SegmentDataConfig", run_segment_data),
-        ("judge", "RL-train a generative stepwise judge (GRPO, verdict reward)", JUDGE_DESCRIPTION,
-         "stepjudge.train.judge:JudgeRLConfig", run_judge),
-        ("disc-sft", 'SFT a discriminative "+"/"-" stepwise judge (baseline)', DISC_SFT_DESCRIPTION,
-         "stepjudge.train.disc_sft:DiscSFTConfig", run_disc_sft),
-        ("judge-data", "annotations -> balanced judge train/held-out sets", JUDGE_DATA_DESCRIPTION,
-         "stepjudge.cli.train:JudgeDataCommand", run_judge_data),
-    ]
-    for name, help_text, description, config_cls, func in targets:
-        p = sub.add_parser(name, help=help_text, description=description,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_config_flags(p, config_cls)
-        p.set_defaults(func=func)
-    p_train.set_defaults(func=lambda config, args: p_train.print_help() or 2)
-
-
 def run_segment(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.train.segment import train_segment
 
-    final = train_segment(config)
-    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
-    return 0
+    return print_trained(train_segment(config))
 
 
 def run_segment_data(config: Any, args: argparse.Namespace) -> int:
@@ -160,18 +134,13 @@ def run_segment_data(config: Any, args: argparse.Namespace) -> int:
 def run_judge(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.train.judge import train_judge
 
-    final = train_judge(config)
-    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}\n"
-          f"curves: {final.parent / 'curves.png'}\nreport: {final.parent / 'report.md'}")
-    return 0
+    return print_trained(train_judge(config), "report.md")
 
 
 def run_disc_sft(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.train.disc_sft import train_disc_sft
 
-    final = train_disc_sft(config)
-    print(f"model: {final}\ntraining log: {final.parent / 'train_log.json'}")
-    return 0
+    return print_trained(train_disc_sft(config))
 
 
 def run_judge_data(config: JudgeDataCommand, args: argparse.Namespace) -> int:
@@ -183,3 +152,20 @@ def run_judge_data(config: JudgeDataCommand, args: argparse.Namespace) -> int:
     print(f"wrote {config.out}/train.jsonl ({len(result['train'])} rows), "
           f"heldout.jsonl ({len(result['heldout'])} rows)")
     return 0
+
+
+COMMANDS = (
+    Command("segment", "SFT a policy to write <chunk>-tagged reasoning", SEGMENT_DESCRIPTION,
+            "stepjudge.train.segment:SegmentSFTConfig", run_segment),
+    Command("segment-data", "tag correct solutions with a segmenter LLM -> SFT records", SEGMENT_DATA_DESCRIPTION,
+            "stepjudge.segment.self_segment:SegmentDataConfig", run_segment_data),
+    Command("judge", "RL-train a generative stepwise judge (GRPO, verdict reward)", JUDGE_DESCRIPTION,
+            "stepjudge.train.judge:JudgeRLConfig", run_judge),
+    Command("disc-sft", 'SFT a discriminative "+"/"-" stepwise judge (baseline)', DISC_SFT_DESCRIPTION,
+            "stepjudge.train.disc_sft:DiscSFTConfig", run_disc_sft),
+    Command("judge-data", "annotations -> balanced judge train/held-out sets", JUDGE_DATA_DESCRIPTION,
+            "stepjudge.cli.train:JudgeDataCommand", run_judge_data),
+)
+
+VERBS = (CommandGroup("train", "fine-tune policies and judges", COMMANDS,
+                      description="Fine-tune policies and judges (TRL)."),)

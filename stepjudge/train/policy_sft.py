@@ -21,8 +21,7 @@ from typing import Any
 
 from pydantic import Field
 
-from stepjudge.errors import DataError
-from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_rows, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, read_prompt_completion_rows, train_to_final
 from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
@@ -39,17 +38,8 @@ class PolicySFTConfig(SFTRunConfig):
 
 def load_policy_rows(path: str | os.PathLike) -> list[dict]:
     """Read and check text prompt-completion rows, naming file:line field on errors (before any model loads)."""
-
-    def parse(rec: dict, line: int) -> dict:
-        for key in ("prompt", "completion"):
-            if not isinstance(rec.get(key), str):
-                raise DataError("expected a string (text prompt-completion rows)", path=str(path), line=line,
-                                field=key)
-        if not rec["completion"].strip():
-            raise DataError("empty completion", path=str(path), line=line, field="completion")
-        return {"prompt": rec["prompt"], "completion": rec["completion"]}
-
-    return read_rows(path, parse, empty="no training rows (did every problem lack a correct sample?)")
+    return read_prompt_completion_rows(path, "text",
+                                       empty="no training rows (did every problem lack a correct sample?)")
 
 
 def make_trainer(config: PolicySFTConfig | dict) -> Any:

@@ -20,13 +20,11 @@ from typing import Any
 
 from pydantic import Field
 
-from stepjudge.data.records import check_chat_messages
-from stepjudge.errors import DataError
 from stepjudge.train.core import (
     SFTRunConfig,
     build_sft_trainer,
     find_last_checkpoint,
-    read_rows,
+    read_prompt_completion_rows,
     train_to_final,
 )
 from stepjudge.train.report import SFT_PANELS
@@ -45,16 +43,7 @@ class SegmentSFTConfig(SFTRunConfig):
 
 def load_sft_records(path: str | os.PathLike) -> list[dict]:
     """Read and check conversational prompt-completion records, naming file:line field on errors."""
-
-    def parse(rec: dict, line: int) -> dict:
-        for key in ("prompt", "completion"):
-            check_chat_messages(rec.get(key), path=str(path), line=line, field=key)
-        if rec["completion"][-1]["role"] != "assistant" or not rec["completion"][-1]["content"].strip():
-            raise DataError("the completion must end with a non-empty assistant message", path=str(path),
-                            line=line, field="completion")
-        return {"prompt": rec["prompt"], "completion": rec["completion"]}
-
-    return read_rows(path, parse, empty="no training records")
+    return read_prompt_completion_rows(path, "chat", empty="no training records")
 
 
 def make_trainer(config: SegmentSFTConfig | dict) -> Any:

@@ -22,7 +22,7 @@ from stepjudge.train.core.rl import (
     passes_for,
     rows_to_dataset,
 )
-from stepjudge.train.core.rows import read_rows
+from stepjudge.train.core.rows import read_prompt_completion_rows, read_rows
 from stepjudge.train.core.sft import build_sft_trainer
 from stepjudge.train.core.trl_args import (
     checkpointing_arg,
@@ -34,5 +34,5 @@ from stepjudge.train.core.trl_args import (
 
 __all__ = ["PrepareRows", "RLRunConfig", "RunConfig", "SFTRunConfig", "batch_plan", "build_rl_trainer",
            "build_sft_trainer", "checkpointing_arg", "drop_long_prompts", "find_last_checkpoint", "no_cuda",
-           "passes_for", "read_rows", "resolve_bf16", "rl_training_args", "rl_trl_kwargs", "rows_to_dataset",
+           "passes_for", "read_prompt_completion_rows", "read_rows", "resolve_bf16", "rl_training_args", "rl_trl_kwargs", "rows_to_dataset",
            "sft_training_args", "train_to_final", "trl_field_names"]
