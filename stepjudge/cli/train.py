@@ -96,6 +96,24 @@ examples:
 """
 
 
+JUDGE_WARMUP_DESCRIPTION = """\
+Warm a stepwise judge up before RL: SFT on its own output format with both verdicts, from the balanced,
+Monte-Carlo-labelled judge rows of `train judge-data`. Without it a small judge answers Positive almost
+always, every GRPO group on a Negative chunk agrees, and RL learns nothing (docs/judge_training.md).
+Variants (--warmup.variant): verdict (the completion is the boxed verdict: no-CoT judge), recompute (a
+short CoT re-computing each `a op b = c` claim of the chunk, then the verdict), rejection-sampling (the
+paper's RS-FT: the judge's own samples whose verdict matches the label). --warmup.prompt compact uses a
+shorter judge prompt for CPU training. Rows of held-out problems are refused. Then train RL from
+--out/final with `prompt_from_warmup` set to the same warm-up settings.
+
+--out receives final/, train_log.json, curves.png, warmup_stats.json and, with --heldout-data,
+eval_before.json / eval_after.json (greedy held-out verdicts with the warm-up's prompt).
+
+example:
+  stepjudge train judge-warmup --train-data runs/judge-data/train.jsonl \\
+      --heldout-data runs/judge-data/heldout.jsonl --warmup.variant recompute --out runs/judge-warmup
+"""
+
 JUDGE_DATA_DESCRIPTION = """\
 Build judge training data from `stepjudge annotate` output: one StepWiser judge prompt per (problem,
 earlier chunks, new chunk), labelled by --scheme, prompts over --max-prompt-tokens dropped, a held-out
@@ -137,6 +155,12 @@ def run_judge(config: Any, args: argparse.Namespace) -> int:
     return print_trained(train_judge(config), "report.md")
 
 
+def run_judge_warmup(config: Any, args: argparse.Namespace) -> int:
+    from stepjudge.train.judge_warmup import train_judge_warmup
+
+    return print_trained(train_judge_warmup(config), "warmup_stats.json")
+
+
 def run_disc_sft(config: Any, args: argparse.Namespace) -> int:
     from stepjudge.train.disc_sft import train_disc_sft
 
@@ -161,6 +185,8 @@ COMMANDS = (
             "stepjudge.segment.self_segment:SegmentDataConfig", run_segment_data),
     Command("judge", "RL-train a generative stepwise judge (GRPO, verdict reward)", JUDGE_DESCRIPTION,
             "stepjudge.train.judge:JudgeRLConfig", run_judge),
+    Command("judge-warmup", "SFT warm-up of a judge on its own format (before RL)", JUDGE_WARMUP_DESCRIPTION,
+            "stepjudge.train.judge_warmup:JudgeWarmupConfig", run_judge_warmup),
     Command("disc-sft", 'SFT a discriminative "+"/"-" stepwise judge (baseline)', DISC_SFT_DESCRIPTION,
             "stepjudge.train.disc_sft:DiscSFTConfig", run_disc_sft),
     Command("judge-data", "annotations -> balanced judge train/held-out sets", JUDGE_DATA_DESCRIPTION,

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["COMPACT_JUDGE_TEMPLATE", "COMPACT_VERDICT_ONLY_TEMPLATE", "NO_CHECK_LINE", "Equation",
            "WarmupConfig", "build_warmup_rows", "check_line", "compact_judge_messages", "find_equations",
-           "judge_fields", "recompute_completion", "verdict_completion", "warmup_prompt"]
+           "judge_fields", "recompute_completion", "verdict_completion", "warmup_prompt", "with_warmup_prompts"]
 
 Variant = Literal["verdict", "recompute", "rejection-sampling"]
 PromptStyle = Literal["full", "compact", "keep"]
@@ -218,6 +218,14 @@ def warmup_prompt(row: dict, config: WarmupConfig) -> ChatMessages:
     if verdict_only:
         return stepwise_verdict_only_messages(problem, history, chunk)
     return stepwise_judge_messages(problem, history, chunk)
+
+
+def with_warmup_prompts(rows: Iterable[dict], config: WarmupConfig | None) -> list[dict]:
+    """``rows`` with each prompt rewritten as :func:`warmup_prompt` gives it (``None``: unchanged), so
+    RL, sampling and held-out scoring ask the judge exactly as its warm-up did."""
+    if config is None:
+        return list(rows)
+    return [{**row, "prompt": warmup_prompt(row, config)} for row in rows]
 
 
 # ------------------------------------------------------------------------------------------ build

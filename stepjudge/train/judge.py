@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from stepjudge.data.records import check_chat_messages
 from stepjudge.errors import DataError
+from stepjudge.judge.warmup import WarmupConfig, with_warmup_prompts
 from stepjudge.train.core import (
     RLRunConfig,
     batch_plan,
@@ -40,7 +41,9 @@ from stepjudge.train.core import (
     read_rows,
     rl_training_args,
 )
-from stepjudge.train.report import dotted_get, fmt_metric, plot_curves
+from stepjudge.train.dynamic_sampling import DynamicSamplingConfig
+from stepjudge.train.judge_report import judge_report_markdown
+from stepjudge.train.report import plot_curves
 from stepjudge.train.rewards import RewardFunc, canonical_label, resolve_rewards
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,12 @@ class JudgeRLConfig(RLRunConfig):
         "", description="pre-fill the start of the judge's answer (e.g. '\\boxed{' for the verdict-only "
                         "judge): prompts are rendered with the chat template as text and the prefix appended; "
                         "rewards read prefix + completion")
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        default_factory=DynamicSamplingConfig, description="keep GRPO groups informative: drop (mask) or "
+        "re-sample groups whose rewards all agree (DAPO's dynamic sampling); off = plain GRPO")
+    prompt_from_warmup: WarmupConfig | None = Field(
+        None, description="ask the judge as this warm-up did: every row's prompt (train, eval, held-out) is "
+        "rewritten with its `prompt` and `variant` (e.g. compact + recompute); None = rows as given")
 
     @model_validator(mode="before")
     @classmethod
@@ -162,6 +171,8 @@ def make_trainer(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewa
 
     def prepare(train: list[dict], evals: list[dict] | None, tokenizer: Any):
         passes = 1
+        train = with_warmup_prompts(train, cfg.prompt_from_warmup)
+        evals = None if evals is None else with_warmup_prompts(evals, cfg.prompt_from_warmup)
         if cfg.stratify_batches:
             train, passes = _stratified_passes(train, cfg, int(os.environ.get("WORLD_SIZE", "1")))
         if cfg.response_prefix:  # the prompt becomes text ending in the pre-filled answer start
@@ -175,9 +186,15 @@ def make_trainer(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewa
 
     from trl import GRPOConfig, GRPOTrainer
 
-    return build_rl_trainer(cfg, trainer_cls=GRPOTrainer, args_cls=GRPOConfig,
+    extra: dict[str, Any] = {}
+    trainer_cls: type = GRPOTrainer
+    if cfg.dynamic_sampling.mode != "off":
+        from stepjudge.train.dynamic_sampling import DynamicSamplingGRPOTrainer
+
+        trainer_cls, extra = DynamicSamplingGRPOTrainer, {"dynamic_sampling": cfg.dynamic_sampling}
+    return build_rl_trainer(cfg, trainer_cls=trainer_cls, args_cls=GRPOConfig,
                             reward_funcs=reward_functions(cfg, extra_reward_funcs), train_rows=train_rows,
-                            eval_rows=eval_rows, prepare_rows=prepare)
+                            eval_rows=eval_rows, prepare_rows=prepare, **extra)
 
 
 def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
@@ -186,60 +203,20 @@ def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
     from stepjudge.eval.judge_heldout import calibrated_metrics, evaluate_judge_rows
     from stepjudge.utils.io import read_jsonl
 
-    rows = read_jsonl(cfg.heldout_data)
+    rows = with_warmup_prompts(read_jsonl(cfg.heldout_data), cfg.prompt_from_warmup)
     engine = HFEngine(model, device="cpu" if cfg.use_cpu else "cuda")
     try:
         result = evaluate_judge_rows(engine, rows, max_tokens=cfg.heldout_max_tokens, seed=cfg.seed,
                                      response_prefix=cfg.response_prefix,
                                      probabilities=bool(cfg.response_prefix))
         if cfg.response_prefix:
-            result["calibrated"] = calibrated_metrics(engine, load_judge_records(cfg.train_data),
+            train_rows = with_warmup_prompts(load_judge_records(cfg.train_data), cfg.prompt_from_warmup)
+            result["calibrated"] = calibrated_metrics(engine, train_rows,
                                                       result["predictions"], cfg.response_prefix)
     finally:
         engine.close()
     result["model"] = model
     return result
-
-
-_REPORT_ROWS = (("accuracy", "accuracy (%)"), ("acc_positive", "acc. on Positive chunks (%)"),
-                ("acc_negative", "acc. on Negative chunks (%)"), ("balanced_f1", "balanced F1"),
-                ("auroc", "AUROC of P(Positive)"), ("predicted_positive_fraction", "share judged Positive"),
-                ("unparsed_fraction", "share unparsed"), ("calibrated.threshold", "train-calibrated P(Positive) cut"),
-                ("calibrated.balanced_f1", "balanced F1 at that cut"),
-                ("calibrated.accuracy", "accuracy at that cut (%)"))
-
-
-def judge_report_markdown(cfg: JudgeRLConfig, log_history: Sequence[dict], before: dict | None,
-                          after: dict | None, wall_s: float | None = None) -> str:
-    """The run's human report: setup, before/after held-out table, last training metrics, curves."""
-    plan = batch_plan(cfg)
-    lines = [f"# Judge RL: {cfg.out}", "",
-             f"- model: `{cfg.model}`; train data: `{cfg.train_data}`; held-out: `{cfg.heldout_data}`",
-             f"- GRPO: lr {cfg.learning_rate:g}, {cfg.num_generations} samples/prompt, clip {cfg.epsilon}/"
-             f"{cfg.epsilon_high}, beta {cfg.beta:g}, loss {cfg.loss_type}, {cfg.max_steps} updates of "
-             f"{plan['completions_per_update']} completions ({plan['prompts_per_update']:g} prompts), "
-             f"{plan['updates_per_rollout']} update(s)/rollout, stratified batches {cfg.stratify_batches}, "
-             f"seed {cfg.seed}, response prefix {cfg.response_prefix!r}"]
-    if wall_s is not None:
-        lines.append(f"- wall time of this call: {wall_s / 60:.1f} min")
-    if before or after:
-        ref = before or after
-        lines += ["", "## Held-out chunks: before vs after", "",
-                  f"{ref['n']} chunks ({ref['n_positive']} Positive / {ref['n_negative']} Negative), "
-                  "greedy verdicts.", "", "| metric | before | after |", "|---|---|---|"]
-        for key, name in _REPORT_ROWS:
-            lines.append(f"| {name} | {fmt_metric(dotted_get(before, key), key)} | "
-                         f"{fmt_metric(dotted_get(after, key), key)} |")
-    train = [e for e in log_history if "loss" in e]
-    if train:
-        last = train[-1]
-        lines += ["", "## Training (last logged update)", "", "| metric | value |", "|---|---|"]
-        for key in ("step", "reward", "verdict/positive_share", "verdict/unparsed_share", "entropy",
-                    "frac_reward_zero_std"):
-            if key in last:
-                lines.append(f"| {key} | {fmt_metric(last[key], key)} |")
-    lines += ["", "![training curves](curves.png)", ""]
-    return "\n".join(lines)
 
 
 def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[RewardFunc] = ()) -> Path:
