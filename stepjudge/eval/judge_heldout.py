@@ -322,3 +322,24 @@ def evaluate_heldout(config: HeldoutEvalConfig, engine: Engine | None = None) ->
         atomic_write_json(Path(config.out) / "metrics.json", result)
         write_jsonl_atomic(Path(config.out) / "predictions.jsonl", preds)
     return result
+
+
+def metrics_against_truth(rows: Sequence[Mapping], predictions: Sequence[Mapping]) -> dict | None:
+    """:func:`judge_metrics` of the scored verdicts against each row's exact ``truth`` verdict (rows
+    without one, e.g. chunks after a solution's first error, are left out); None if no row has one.
+
+    Held-out labels are Monte-Carlo estimates; on a task with exact step truth (arith) this says how
+    well a judge finds the real mistakes, whatever the label noise it was trained on.
+    """
+    if len(rows) != len(predictions):
+        raise ValueError(f"{len(rows)} rows but {len(predictions)} predictions")
+    pairs = [(row["truth"], pred["verdict"]) for row, pred in zip(rows, predictions, strict=True)
+             if row.get("truth") is not None]
+    if not pairs:
+        return None
+    truth, verdicts = zip(*pairs, strict=True)
+    result = judge_metrics(list(truth), list(verdicts))
+    if all("p_positive" in p for p in predictions):
+        probs = [p["p_positive"] for row, p in zip(rows, predictions, strict=True) if row.get("truth") is not None]
+        result["auroc"] = auroc([t == POSITIVE for t in truth], probs)
+    return result

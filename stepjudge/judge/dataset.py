@@ -272,10 +272,25 @@ def stepwise_verdict_only_messages(problem: str, history: Sequence[str], chunk: 
                                                                       chunk=chunk)}]
 
 
+def truth_verdict(chunk_index: int, first_error: int | None) -> str | None:
+    """The exact verdict of chunk ``chunk_index`` from a solution's true first wrong chunk (``-1``: none):
+    Positive before it, Negative at it, None after it (a chunk that continues from a wrong history has
+    no single right verdict) and None when the task has no step truth."""
+    if first_error is None:
+        return None
+    if first_error < 0 or chunk_index < first_error:
+        return POSITIVE
+    return NEGATIVE if chunk_index == first_error else None
+
+
 def _grpo_row(ex: dict, prompt: ChatMessages) -> dict:
-    return {"prompt": prompt, "label": POSITIVE if _is_positive(ex) else NEGATIVE,
-            "problem_id": ex["problem_id"], "sample_index": ex.get("sample_index", 0),
-            "chunk_index": ex["chunk_index"]}
+    row = {"prompt": prompt, "label": POSITIVE if _is_positive(ex) else NEGATIVE,
+           "problem_id": ex["problem_id"], "sample_index": ex.get("sample_index", 0),
+           "chunk_index": ex["chunk_index"]}
+    truth = truth_verdict(ex["chunk_index"], ex.get("truth_first_error"))
+    if truth is not None:  # the exact verdict beside the Monte-Carlo label, so judges are scored on both
+        row["truth"] = truth
+    return row
 
 
 def to_grpo_rows(examples: Iterable[dict]) -> list[dict]:

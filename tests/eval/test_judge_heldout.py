@@ -137,3 +137,17 @@ def test_first_error_scores_against_arith_truth():
     assert (greedy["acc_error"], greedy["acc_correct"], greedy["f1"]) == (0.0, 50.0, 0.0)
     cut = first_error_scores(preds, ann, threshold=0.65)  # a 1 (hit), b -1 (hit), c -1 (hit)
     assert (cut["acc_error"], cut["acc_correct"], cut["f1"]) == (100.0, 100.0, 100.0)
+
+
+def test_metrics_against_truth_skip_rows_without_truth_and_score_the_rest_exactly():
+    from stepjudge.eval.judge_heldout import metrics_against_truth
+
+    rows = [{"truth": "Positive"}, {"truth": "Negative"}, {"truth": None}, {"truth": "Negative"}, {}]
+    preds = [{"verdict": v, "p_positive": p} for v, p in
+             [("Positive", 0.9), ("Positive", 0.8), ("Negative", 0.1), ("Negative", 0.2), ("Positive", 0.5)]]
+    m = metrics_against_truth(rows, preds)
+    assert (m["n"], m["n_positive"], m["n_negative"]) == (3, 1, 2)
+    assert (m["acc_positive"], m["acc_negative"]) == (100.0, 50.0)
+    assert m["balanced_f1"] == pytest.approx(2 * 100 * 50 / 150)
+    assert m["auroc"] == 1.0  # the true Positive outranks both true Negatives
+    assert metrics_against_truth([{}], [{"verdict": "Positive"}]) is None

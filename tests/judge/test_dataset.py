@@ -106,7 +106,8 @@ def test_build_balance_on_off_and_write(ann, tmp_path):
     assert len(on["train"]) == 2 * m and on["heldout"] == off["heldout"]  # held-out never balanced
     assert on["stats"]["heldout"]["balanced"] is False
     row = on["train"][0]
-    assert set(row) == {"prompt", "label", "problem_id", "sample_index", "chunk_index"}
+    assert set(row) - {"truth"} == {"prompt", "label", "problem_id", "sample_index", "chunk_index"}
+    assert row.get("truth") in (None, "Positive", "Negative")  # the exact verdict, where arith knows it
     assert row["label"] in ("Positive", "Negative") and row["prompt"][0]["role"] == "user"
     out = write_datasets(on, tmp_path / "out")
     assert len((out / "train.jsonl").read_text().splitlines()) == 2 * m
@@ -181,3 +182,11 @@ def test_assistant_only_loss_masks_exactly_verdicts(tmp_path):
     kept = [tok.decode([i]) for i, lab in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist(),
                                                 strict=True) if lab != -100]
     assert kept == ["+", "<|im_end|>", "-", "<|im_end|>", "+", "<|im_end|>"]
+
+
+def test_truth_verdict_from_the_first_wrong_chunk():
+    from stepjudge.judge.dataset import truth_verdict
+
+    assert [truth_verdict(i, 1) for i in range(3)] == ["Positive", "Negative", None]
+    assert [truth_verdict(i, -1) for i in range(2)] == ["Positive", "Positive"]
+    assert truth_verdict(0, None) is None
