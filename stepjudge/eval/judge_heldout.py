@@ -95,7 +95,8 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
             if m["role"] != "assistant":
                 continue
             prompts.append([dict(x) for x in msgs[:i]])  # chat up to this chunk's user turn
-            meta.append({"row": r, "chunk_index": chunk, "label": _as_verdict(m["content"].strip())})
+            meta.append({"row": r, "problem_id": row.get("problem_id"), "sample_index": row.get("sample_index"),
+                         "chunk_index": chunk, "label": _as_verdict(m["content"].strip())})
             chunk += 1
     results = engine.generate(prompts, params) if prompts else []
     preds = []

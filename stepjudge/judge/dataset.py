@@ -317,7 +317,8 @@ def to_discriminative_sft_rows(records: Iterable[dict], scheme: Scheme = "rel-ef
             raise DataError(f"record of problem {rec.get('problem_id')!r}: labels/chunks length mismatch",
                             field=f"labels.{scheme}")
         msgs = prm_messages(rec["problem"], rec["chunks"], verdicts)
-        rows.append({"messages": [*msgs, {"role": "assistant", "content": verdicts[-1]}]})
+        rows.append({"messages": [*msgs, {"role": "assistant", "content": verdicts[-1]}],
+                     "problem_id": rec["problem_id"], "sample_index": rec.get("sample_index", 0)})
     return rows
 
 
@@ -422,10 +423,10 @@ def build_judge_datasets(config: JudgeDatasetConfig) -> dict:
         out: dict[str, Any] = {}
         for name, recs in (("train", tr_rec), ("heldout", ho_rec)):
             rows = to_discriminative_sft_rows(recs, cfg.scheme)
-            pairs = [{"messages": row["messages"], "_rec": rec} for row, rec in zip(rows, recs, strict=True)]
+            pairs = [{**row, "_rec": rec} for row, rec in zip(rows, recs, strict=True)]
             kept, dropped = _filter_length(pairs, "messages", cfg.max_prompt_tokens, length, False)
             counts = _record_counts([p["_rec"] for p in kept], cfg.scheme)
-            out[name] = [{"messages": p["messages"]} for p in kept]
+            out[name] = [{k: v for k, v in p.items() if k != "_rec"} for p in kept]
             stats[name] = {"problems": len({r["problem_id"] for r in recs}), "solutions": len(kept),
                            "before_length_filter": _record_counts(recs, cfg.scheme),
                            "dropped_for_length": {"solutions": len(dropped),

@@ -220,11 +220,12 @@ def warmup_prompt(row: dict, config: WarmupConfig) -> ChatMessages:
     return stepwise_judge_messages(problem, history, chunk)
 
 
-def with_warmup_prompts(rows: Iterable[dict], config: WarmupConfig | None) -> list[dict]:
+def with_warmup_prompts(rows: Iterable[dict], config: WarmupConfig | dict | None) -> list[dict]:
     """``rows`` with each prompt rewritten as :func:`warmup_prompt` gives it (``None``: unchanged), so
     RL, sampling and held-out scoring ask the judge exactly as its warm-up did."""
     if config is None:
         return list(rows)
+    config = config if isinstance(config, WarmupConfig) else WarmupConfig(**config)
     return [{**row, "prompt": warmup_prompt(row, config)} for row in rows]
 
 

@@ -1,0 +1,254 @@
+"""StepWiser's main comparison on CPU: does a judge trained on Monte-Carlo labels beat the baselines?
+
+    python experiments/stepwiser_cpu.py --config experiments/stepwiser_cpu.yaml --seeds 0 1 2
+
+One run folder per seed and arm (``out/seed{S}/{arm}``); every step is skipped when its output exists,
+so a killed run continues where it stopped. The judge data (split by problem, held-out never balanced)
+is built once from ``annotations`` and shared by all seeds and arms; the seed changes training only.
+
+Arms (``arms:`` in the YAML picks a subset, in this order):
+
+=================== ============================================================================
+untrained-cot       the base model asked with the compact recompute (CoT) prompt, greedy
+untrained-verdict   the base model asked for the verdict only (pre-filled ``\\boxed{``)
+warmup-cot          SFT warm-up on recompute completions (check lines, then the MC verdict)
+stepwiser-cot       warmup-cot + GRPO on the MC labels (the StepWiser judge)
+stepwiser-cot-unbal warmup-cot + GRPO on the *unbalanced* train split (the no-balancing ablation)
+warmup-verdict      SFT warm-up on verdict-only completions
+stepwiser-verdict   warmup-verdict + GRPO (the no-CoT ablation, paper Table 6)
+disc-prm            discriminative "+"/"-" PRM trained by SFT on the same labels (the paper's baseline)
+=================== ============================================================================
+
+Every judge is scored on the same held-out chunks against the MC labels and against arith's exact truth
+(``truth``), plus the first-error F1 of held-out solutions (the ProcessBench metric on arith).
+``table.md`` / ``results.json`` hold mean ± sd over the seeds; ``curves.png`` the RL reward curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepjudge.config import build_config
+from stepjudge.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+ARMS = ("untrained-cot", "untrained-verdict", "warmup-cot", "stepwiser-cot", "stepwiser-cot-unbal",
+        "warmup-verdict", "stepwiser-verdict", "disc-prm")
+PREFIX = "\\boxed{"
+
+
+class ExperimentConfig(BaseModel):
+    """Every knob of the experiment (YAML keys = these names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    annotations: str = Field(description="annotations.jsonl of `stepjudge annotate` (MC labels + arith truth)")
+    out: str = Field("runs/exp/stepwiser_cpu", description="run folder")
+    model: str = Field("smollm2-135m", description="the judge's starting model")
+    arms: list[str] = Field(default_factory=lambda: list(ARMS), description="arms to run, in table order")
+    judge_data: dict[str, Any] = Field(default_factory=dict, description="`train judge-data` options")
+    warmup: dict[str, Any] = Field(default_factory=dict, description="`train judge-warmup` options (both forms)")
+    rl: dict[str, Any] = Field(default_factory=dict, description="`train judge` options (both forms)")
+    disc: dict[str, Any] = Field(default_factory=dict, description="`train disc-sft` options")
+    eval_max_tokens: int = Field(48, ge=1, description="judge tokens when scoring a CoT judge")
+
+
+def _judge_data(cfg: ExperimentConfig, out: Path) -> dict[str, Path]:
+    """Balanced, unbalanced and discriminative sets from one split (built once, shared by every seed)."""
+    from stepjudge.judge.dataset import JudgeDatasetConfig, build_judge_datasets, write_datasets
+
+    folders = {}
+    for name, extra in (("balanced", {}), ("unbalanced", {"balance": False}),
+                        ("disc", {"format": "discriminative"})):
+        folder = out / "data" / name
+        if not (folder / "stats.json").exists():
+            ds = JudgeDatasetConfig(**{"annotations": cfg.annotations, **cfg.judge_data, **extra})
+            write_datasets(build_judge_datasets(ds), folder)
+        folders[name] = folder
+    return folders
+
+
+def _score(model: str, rows: list[dict], *, verdict_only: bool, max_tokens: int, seed: int) -> dict:
+    from stepjudge.engines.hf import HFEngine
+    from stepjudge.eval.judge_heldout import evaluate_judge_rows
+
+    engine = HFEngine(model)
+    try:
+        if verdict_only:
+            return evaluate_judge_rows(engine, rows, max_tokens=4, seed=seed, response_prefix=PREFIX,
+                                       probabilities=True)
+        return evaluate_judge_rows(engine, rows, max_tokens=max_tokens, seed=seed)
+    finally:
+        engine.close()
+
+
+def _score_disc(model: str, data: dict[str, Path], seed: int) -> tuple[dict, list[dict]]:
+    """The PRM's per-chunk verdicts, re-keyed onto the generative held-out rows (same chunks)."""
+    from stepjudge.engines.hf import HFEngine
+    from stepjudge.eval.judge_heldout import evaluate_judge_rows
+
+    engine = HFEngine(model)
+    try:
+        result = evaluate_judge_rows(engine, read_jsonl(data["disc"] / "heldout.jsonl"), protocol="discriminative",
+                                     seed=seed)
+    finally:
+        engine.close()
+    return result, result["predictions"]
+
+
+def _warmup_cfg(form: str) -> dict[str, Any]:
+    return {"variant": "recompute" if form == "cot" else "verdict", "prompt": "compact"}
+
+
+def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, out: Path) -> dict:
+    """Train (if the arm trains) and score one arm; returns its metrics (cached in metrics.json)."""
+    from stepjudge.eval.judge_heldout import first_error_scores, metrics_against_truth
+    from stepjudge.judge.warmup import with_warmup_prompts
+
+    done = out / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    form = "verdict" if arm.endswith("verdict") else "cot"
+    warm = _warmup_cfg(form)
+    heldout = read_jsonl(data["balanced"] / "heldout.jsonl")
+    model = cfg.model
+    if arm.startswith("warmup") or arm.startswith("stepwiser"):
+        from stepjudge.train.judge_warmup import train_judge_warmup
+
+        wdir = out.parent / f"warmup-{form}"  # shared by warmup-X and stepwiser-X of this seed
+        final = wdir / "final"
+        if not final.exists():
+            train_judge_warmup({**cfg.warmup, "model": cfg.model, "seed": seed, "warmup": {**warm, "seed": seed},
+                                "train_data": str(data["balanced"] / "train.jsonl"),
+                                "heldout_data": str(data["balanced"] / "heldout.jsonl"), "out": str(wdir)})
+        model = str(final)
+    if arm.startswith("stepwiser"):
+        from stepjudge.train.judge import train_judge
+
+        split = "unbalanced" if arm.endswith("unbal") else "balanced"
+        model = str(train_judge({**cfg.rl, "model": model, "seed": seed, "out": str(out / "rl"),
+                                 "train_data": str(data[split] / "train.jsonl"), "prompt_from_warmup": warm,
+                                 "response_prefix": PREFIX if form == "verdict" else "",
+                                 "max_completion_length": 4 if form == "verdict" else cfg.eval_max_tokens}))
+    if arm == "disc-prm":
+        from stepjudge.train.disc_sft import train_disc_sft
+
+        final = out / "sft" / "final"
+        if not final.exists():
+            train_disc_sft({**cfg.disc, "model": cfg.model, "seed": seed, "out": str(out / "sft"),
+                            "train_data": str(data["disc"] / "train.jsonl")})
+        result, preds = _score_disc(str(final), data, seed)
+        by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
+        keyed = [by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"])) for r in heldout]
+        rows_for_truth = [r for r, p in zip(heldout, keyed, strict=True) if p is not None]
+        preds = [p for p in keyed if p is not None]
+    else:
+        rows = with_warmup_prompts(heldout, warm)
+        result = _score(model, rows, verdict_only=form == "verdict", max_tokens=cfg.eval_max_tokens, seed=seed)
+        preds, rows_for_truth = result["predictions"], heldout
+    annotations = list(read_jsonl(cfg.annotations))
+    metrics = {"arm": arm, "seed": seed, "model": model,
+               "mc": {k: v for k, v in result.items() if k != "predictions"},
+               "truth": metrics_against_truth(rows_for_truth, preds),
+               "first_error": first_error_scores(preds, annotations),
+               "train_wall_s": time.perf_counter() - t0}
+    atomic_write_json(out / "predictions.json", preds)
+    atomic_write_json(done, metrics)
+    return metrics
+
+
+# (column title, path into metrics, scale) of the table
+COLUMNS = (("acc. vs MC (%)", "mc.accuracy"), ("bal. F1 vs MC", "mc.balanced_f1"), ("AUROC vs MC", "mc.auroc"),
+           ("acc. vs truth (%)", "truth.accuracy"), ("bal. F1 vs truth", "truth.balanced_f1"),
+           ("AUROC vs truth", "truth.auroc"), ("first-error F1", "first_error.f1"),
+           ("share Positive", "mc.predicted_positive_fraction"), ("wall (min)", "train_wall_min"))
+
+
+def _get(m: dict, path: str) -> float | None:
+    node: Any = {**m, "train_wall_min": m["train_wall_s"] / 60}
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _mean_sd(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.3g}"
+    return f"{statistics.mean(vals):.3g} ± {statistics.stdev(vals):.2g}"
+
+
+def table(results: dict[str, list[dict]], n_heldout: dict[str, int]) -> str:
+    lines = [f"Held-out chunks: {n_heldout['mc']} ({n_heldout['mc_pos']} Positive / {n_heldout['mc_neg']} Negative "
+             f"by MC label); {n_heldout['truth']} with an exact verdict. Mean ± sd over seeds.", "",
+             "| arm | seeds | " + " | ".join(c for c, _ in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for arm, runs in results.items():
+        cells = [_mean_sd([_get(m, path) for m in runs]) for _, path in COLUMNS]
+        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rl_curves(out: Path, seeds: list[int], arms: list[str]) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for arm in (a for a in arms if a.startswith("stepwiser")):
+        for seed in seeds:
+            log_path = out / f"seed{seed}" / arm / "rl" / "train_log.json"
+            if not log_path.exists():
+                continue
+            log = [e for e in json.loads(log_path.read_text()) if "reward" in e]
+            for ax, key in zip(axes, ("reward", "frac_reward_zero_std"), strict=True):
+                ax.plot([e["step"] for e in log], [e.get(key) for e in log], label=f"{arm} s{seed}")
+    for ax, key in zip(axes, ("reward (mean)", "frac_reward_zero_std"), strict=True):
+        ax.set_title(key)
+        ax.set_xlabel("update")
+        ax.legend(fontsize=7)
+    fig.savefig(out / "curves.png", dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="experiment YAML (ExperimentConfig)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    args = parser.parse_args(argv)
+    cfg = build_config(ExperimentConfig, args.config)
+    unknown = set(cfg.arms) - set(ARMS)
+    if unknown:
+        parser.error(f"unknown arms {sorted(unknown)} (known: {', '.join(ARMS)})")
+    out = Path(cfg.out)
+    data = _judge_data(cfg, out)
+    results: dict[str, list[dict]] = {arm: [] for arm in cfg.arms}
+    for seed in args.seeds:
+        for arm in cfg.arms:
+            t0 = time.perf_counter()
+            results[arm].append(run_arm(arm, cfg, data, seed, out / f"seed{seed}" / arm))
+            print(f"seed {seed} {arm}: {time.perf_counter() - t0:.0f} s", flush=True)
+    heldout = read_jsonl(data["balanced"] / "heldout.jsonl")
+    counts = {"mc": len(heldout), "mc_pos": sum(r["label"] == "Positive" for r in heldout),
+              "mc_neg": sum(r["label"] == "Negative" for r in heldout),
+              "truth": sum(r.get("truth") is not None for r in heldout)}
+    atomic_write_json(out / "results.json", {"seeds": args.seeds, "heldout": counts, "runs": results})
+    atomic_write_text(out / "table.md", table(results, counts))
+    plot_rl_curves(out, args.seeds, cfg.arms)
+    print((out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
