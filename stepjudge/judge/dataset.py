@@ -50,8 +50,8 @@ from stepjudge.utils.io import atomic_write_json, iter_jsonl, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
-Scheme = Literal["abs-q", "rel-ratio", "rel-effective"]
-SCHEMES: tuple[str, ...] = ("abs-q", "rel-ratio", "rel-effective")
+Scheme = Literal["abs-q", "rel-ratio", "rel-effective", "truth"]
+SCHEMES: tuple[str, ...] = ("abs-q", "rel-ratio", "rel-effective", "truth")
 DatasetFormat = Literal["generative", "discriminative", "no-cot"]
 POSITIVE, NEGATIVE = "Positive", "Negative"
 
@@ -62,7 +62,9 @@ class JudgeDatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     annotations: str | list[str] = Field(..., description="annotations.jsonl path(s) from `annotate`")
-    scheme: Scheme = Field("rel-effective", description="which chunk labels become the targets")
+    scheme: Scheme = Field("rel-effective", description="which chunk labels become the targets: a Monte-Carlo "
+                           "scheme, or truth (the task's exact step check, e.g. arith: chunks before the first "
+                           "wrong one Positive, that one Negative, later ones left out) for upper-bound runs")
     balance: bool = Field(True, description="down-sample the train split's majority class to 50/50")
     heldout_fraction: float = Field(0.2, ge=0, le=1, description="share of *problems* held out")
     heldout_problems: int | None = Field(None, ge=0, description="exact number of held-out problems "
@@ -134,6 +136,24 @@ def _validate_record(rec: dict, scheme: str, path: str, line: int) -> dict | Non
     return rec
 
 
+def with_truth_labels(rec: dict, path: str = "", line: int | None = None) -> dict:
+    """``rec`` cut after its true first wrong chunk, with ``labels["truth"]`` from the exact step check.
+
+    Chunks after the first error are dropped: from a wrong history no verdict is exactly right, and
+    ProcessBench-style scoring stops at the first error too. A record without ``truth`` is an error.
+    """
+    truth = rec.get("truth")
+    if not (isinstance(truth, dict) and isinstance(truth.get("first_error"), int)):
+        raise DataError("scheme 'truth' needs the task's exact step truth (truth.first_error)", path=path,
+                        line=line, field="truth")
+    if rec.get("status") != "annotated" or not isinstance(rec.get("chunks"), list):
+        return rec
+    first = truth["first_error"]
+    chunks = rec["chunks"] if first < 0 else rec["chunks"][:first + 1]
+    labels = [1] * len(chunks) if first < 0 else [1] * first + [0]
+    return {**rec, "chunks": chunks, "labels": {**rec.get("labels", {}), "truth": labels}}
+
+
 def load_annotations(paths: str | os.PathLike | Sequence[str | os.PathLike],
                      scheme: Scheme = "rel-effective") -> list[dict]:
     """Annotated records (status "annotated") from one or more files, validated for ``scheme``.
@@ -152,6 +172,8 @@ def load_annotations(paths: str | os.PathLike | Sequence[str | os.PathLike],
         if not Path(p).exists():
             raise DataError("annotations file not found", path=str(p))
         for line, rec in iter_jsonl(p):
+            if scheme == "truth" and rec.get("status") == "annotated":
+                rec = with_truth_labels(rec, str(p), line)
             ok = _validate_record(rec, scheme, str(p), line)
             if ok is None:
                 continue

@@ -190,3 +190,16 @@ def test_truth_verdict_from_the_first_wrong_chunk():
     assert [truth_verdict(i, 1) for i in range(3)] == ["Positive", "Negative", None]
     assert [truth_verdict(i, -1) for i in range(2)] == ["Positive", "Positive"]
     assert truth_verdict(0, None) is None
+
+
+def test_truth_scheme_cuts_after_the_first_error_and_labels_exactly():
+    from stepjudge.judge.dataset import with_truth_labels
+
+    rec = {"status": "annotated", "chunks": ["a", "b", "c"], "labels": {"abs-q": [1, 1, 0]},
+           "truth": {"first_error": 1, "reason": "wrong sum"}}
+    cut = with_truth_labels(rec)
+    assert cut["chunks"] == ["a", "b"] and cut["labels"] == {"abs-q": [1, 1, 0], "truth": [1, 0]}
+    right = with_truth_labels({**rec, "truth": {"first_error": -1}})
+    assert right["chunks"] == ["a", "b", "c"] and right["labels"]["truth"] == [1, 1, 1]
+    with pytest.raises(DataError, match="exact step truth"):
+        with_truth_labels({**rec, "truth": None}, "ann.jsonl", 3)
