@@ -25,6 +25,11 @@ def normalise(x: Any, folder: str) -> Any:
     return x.replace(folder, "<run>") if isinstance(x, str) else x
 
 
+def run_folder(results: dict, path: Path) -> str:
+    """The run folder as the run wrote it (its config's ``out``), else the file's folder."""
+    return str((results.get("config") or {}).get("out") or path.parent)
+
+
 def leaves(x: Any, path: str = "") -> dict[str, Any]:
     if isinstance(x, dict):
         return {k: v for key, val in x.items() for k, v in leaves(val, f"{path}.{key}").items()}
@@ -34,9 +39,9 @@ def leaves(x: Any, path: str = "") -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    a_path, b_path = map(Path, argv)
-    a = leaves(normalise(json.loads(a_path.read_text()), str(a_path.parent)))
-    b = leaves(normalise(json.loads(b_path.read_text()), str(b_path.parent)))
+    a_raw, b_raw = (json.loads(Path(p).read_text()) for p in argv)
+    a = leaves(normalise(a_raw, run_folder(a_raw, Path(argv[0]))))
+    b = leaves(normalise(b_raw, run_folder(b_raw, Path(argv[1]))))
     diffs = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     for k in diffs:
         print(f"{k}: {a.get(k)!r} != {b.get(k)!r}")
