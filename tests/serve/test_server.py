@@ -354,8 +354,10 @@ def test_worker_respects_max_batch_prompts(engine):
 
 # ---------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
+    from stepjudge.cli.common import add_verbs
+
     parser = argparse.ArgumentParser(prog="stepjudge")
-    serve_cli.register(parser.add_subparsers(dest="verb"))
+    add_verbs(parser.add_subparsers(dest="verb"), serve_cli.VERBS)
     return parser
 
 
