@@ -129,7 +129,8 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
         if not final.exists():
             train_judge_warmup({**cfg.warmup, "model": cfg.model, "seed": seed, "warmup": {**warm, "seed": seed},
                                 "train_data": str(data["balanced"] / "train.jsonl"),
-                                "heldout_data": str(data["balanced"] / "heldout.jsonl"), "out": str(wdir)})
+                                "heldout_data": str(data["balanced"] / "heldout.jsonl"), "out": str(wdir),
+                                "score_heldout": False})  # held-out rows: leak check only; scored below
         model = str(final)
     if arm.startswith("stepwiser"):
         from stepjudge.train.judge import train_judge

@@ -41,6 +41,8 @@ class JudgeWarmupConfig(SFTRunConfig):
     sample_temperature: float = Field(1.0, gt=0, description="rejection-sampling: the judge's sampling temperature")
     sample_max_tokens: int = Field(96, ge=1, description="rejection-sampling and held-out scoring: judge tokens")
     samples_per_row: int = Field(4, ge=1, description="rejection-sampling: answers sampled per row")
+    score_heldout: bool = Field(True, description="score the held-out rows before and after (off when the "
+                                                  "caller scores them itself, e.g. the experiment script)")
 
 
 def _read(path: str) -> list[dict]:
@@ -94,13 +96,13 @@ def train_judge_warmup(config: JudgeWarmupConfig | dict) -> Path:
     built = build_rows(cfg)  # fails on bad data or a held-out leak before any training
     atomic_write_json(out / "warmup_stats.json", built["stats"])
     before_path = out / "eval_before.json"
-    if cfg.heldout_data and not before_path.exists():
+    if cfg.heldout_data and cfg.score_heldout and not before_path.exists():
         atomic_write_json(before_path, score_heldout(cfg, str(resolve_model(cfg.model))))
     sft_rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in built["rows"]]
     trainer = build_sft_trainer(cfg, sft_rows, completion_only_loss=True)  # loss on the judge's answer only
 
     def score_after(final: Path) -> None:
-        if cfg.heldout_data:
+        if cfg.heldout_data and cfg.score_heldout:
             atomic_write_json(out / "eval_after.json", score_heldout(cfg, str(final)))
 
     final = train_to_final(trainer, out, "judge warm-up", on_main=score_after, panels=SFT_PANELS)
