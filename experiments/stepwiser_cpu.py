@@ -58,6 +58,8 @@ class ExperimentConfig(BaseModel):
     rl: dict[str, Any] = Field(default_factory=dict, description="`train judge` options (both forms)")
     disc: dict[str, Any] = Field(default_factory=dict, description="`train disc-sft` options")
     eval_max_tokens: int = Field(48, ge=1, description="judge tokens when scoring a CoT judge")
+    cot_variant: str = Field("recompute", description="the CoT arms' warm-up analysis: recompute (check lines of "
+                                                      "the chunk's own claims) | reference (the task's expected step)")
 
 
 def _judge_data(cfg: ExperimentConfig, out: Path) -> dict[str, Path]:
@@ -103,8 +105,8 @@ def _score_disc(model: str, data: dict[str, Path], seed: int) -> tuple[dict, lis
     return result, result["predictions"]
 
 
-def _warmup_cfg(form: str) -> dict[str, Any]:
-    return {"variant": "recompute" if form == "cot" else "verdict", "prompt": "compact"}
+def _warmup_cfg(form: str, cot_variant: str) -> dict[str, Any]:
+    return {"variant": cot_variant if form == "cot" else "verdict", "prompt": "compact"}
 
 
 def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, out: Path) -> dict:
@@ -118,7 +120,7 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     form = "verdict" if arm.endswith("verdict") else "cot"
-    warm = _warmup_cfg(form)
+    warm = _warmup_cfg(form, cfg.cot_variant)
     heldout = read_jsonl(data["balanced"] / "heldout.jsonl")
     model = cfg.model
     if arm.startswith("warmup") or arm.startswith("stepwiser"):

@@ -18,6 +18,15 @@ Variants (``WarmupConfig.variant``):
   arithmetic (never ``eval``); a chunk with no such claim gets a neutral line. The verdict is the
   row's Monte-Carlo label, not the exact truth: the warm-up teaches the format and the habit of
   computing; comparing (and spotting a right sum on the wrong operand) is left to RL on the labels.
+* ``reference``: the task writes what the step *should* compute, from the problem text alone, and the
+  step's own claim beside it (:meth:`stepjudge.tasks.base.Task.reference_check`; arith)::
+
+      Expected: 3 + 1 = 4, 4 + 9 = 13.
+      The step says: 5 + 9 = 14.
+      Verdict: \\boxed{Negative}
+
+  This is a teacher-written analysis (the CPU analogue of the stronger-model rationales judge papers
+  distil); it shows a wrong operand, which ``recompute`` cannot. The verdict is still the label.
 * ``rejection-sampling`` (StepWiser's RS-FT baseline): given the judge's own sampled completions per
   row, keep those whose parsed verdict equals the label, verbatim.
 
@@ -62,11 +71,12 @@ from stepjudge.judge.prompts import NO_HISTORY, stepwise_judge_messages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COMPACT_JUDGE_TEMPLATE", "COMPACT_VERDICT_ONLY_TEMPLATE", "NO_CHECK_LINE", "Equation",
-           "WarmupConfig", "build_warmup_rows", "check_line", "compact_judge_messages", "find_equations",
-           "judge_fields", "recompute_completion", "verdict_completion", "warmup_prompt", "with_warmup_prompts"]
+__all__ = ["COMPACT_JUDGE_TEMPLATE", "COMPACT_REFERENCE_TEMPLATE", "COMPACT_VERDICT_ONLY_TEMPLATE", "NO_CHECK_LINE",
+           "Equation", "WarmupConfig", "build_warmup_rows", "check_line", "compact_judge_messages", "find_equations",
+           "judge_fields", "recompute_completion", "reference_completion", "verdict_completion", "warmup_prompt",
+           "with_warmup_prompts"]
 
-Variant = Literal["verdict", "recompute", "rejection-sampling"]
+Variant = Literal["verdict", "recompute", "reference", "rejection-sampling"]
 PromptStyle = Literal["full", "compact", "keep"]
 
 
@@ -75,7 +85,10 @@ class WarmupConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    variant: Variant = Field("recompute", description="verdict | recompute | rejection-sampling (RS-FT)")
+    variant: Variant = Field("recompute",
+                             description="verdict | recompute | reference (task-written check) | rejection-sampling")
+    task: str = Field("arith", description="reference: the task whose reference_check writes the analysis "
+                                           "(rows it cannot check fall back to recompute lines)")
     prompt: PromptStyle = Field("compact", description="full (StepWiser) | compact | keep (the row's prompt)")
     balance: bool = Field(True, description="down-sample the majority class to 50/50")
     seed: int = Field(0, description="seed of the balancing draw")
@@ -164,11 +177,32 @@ def recompute_completion(chunk: str, verdict: str, max_checks: int = 3) -> str:
     return "\n".join([*lines, f"Verdict: {verdict_completion(verdict)}"])
 
 
+def reference_completion(problem: str, history: Sequence[str], chunk: str, verdict: str, task: str = "arith",
+                         max_checks: int = 3) -> str:
+    """The task's reference check (what the step should compute, from the problem), then the verdict.
+
+    Falls back to :func:`recompute_completion` where the task cannot write one (see
+    :meth:`stepjudge.tasks.base.Task.reference_check`).
+    """
+    from stepjudge.tasks import get_task
+
+    check = get_task(task).reference_check(problem, history, chunk)
+    if check is None:
+        return recompute_completion(chunk, verdict, max_checks)
+    return f"{check}\nVerdict: {verdict_completion(verdict)}"
+
+
 # ----------------------------------------------------------------------------------------- prompts
 
 COMPACT_JUDGE_TEMPLATE = (
     "Check the new step of a math solution. A step with no calculation is right.\n"
     "For each calculation write: Check: <calculation> = <your result>. The step says <its result>.\n"
+    "Then write: Verdict: \\boxed{{Positive}} if the step is right, \\boxed{{Negative}} if it has a mistake.\n\n"
+    "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}")
+COMPACT_REFERENCE_TEMPLATE = (
+    "Check the new step of a math solution. A step with no calculation is right.\n"
+    "Write: Expected: <the problem's calculations up to the one the new step should do>.\n"
+    "Then write: The step says: <its calculation>.\n"
     "Then write: Verdict: \\boxed{{Positive}} if the step is right, \\boxed{{Negative}} if it has a mistake.\n\n"
     "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}")
 COMPACT_VERDICT_ONLY_TEMPLATE = (
@@ -177,10 +211,11 @@ COMPACT_VERDICT_ONLY_TEMPLATE = (
     "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}")
 
 
-def compact_judge_messages(problem: str, history: Sequence[str], chunk: str, verdict_only: bool = False
-                           ) -> ChatMessages:
-    """The compact judge prompt (CoT check-line form, or verdict only) for CPU training."""
-    template = COMPACT_VERDICT_ONLY_TEMPLATE if verdict_only else COMPACT_JUDGE_TEMPLATE
+def compact_judge_messages(problem: str, history: Sequence[str], chunk: str, verdict_only: bool = False,
+                           reference: bool = False) -> ChatMessages:
+    """The compact judge prompt (CoT check-line form, reference-check form, or verdict only) for CPU training."""
+    template = (COMPACT_VERDICT_ONLY_TEMPLATE if verdict_only else
+                COMPACT_REFERENCE_TEMPLATE if reference else COMPACT_JUDGE_TEMPLATE)
     hist = "\n".join(history) if history else "(none)"
     return [{"role": "user", "content": template.format(problem=problem, history=hist, chunk=chunk)}]
 
@@ -214,7 +249,7 @@ def warmup_prompt(row: dict, config: WarmupConfig) -> ChatMessages:
     problem, history, chunk = judge_fields(row)
     verdict_only = config.variant == "verdict"
     if config.prompt == "compact":
-        return compact_judge_messages(problem, history, chunk, verdict_only)
+        return compact_judge_messages(problem, history, chunk, verdict_only, config.variant == "reference")
     if verdict_only:
         return stepwise_verdict_only_messages(problem, history, chunk)
     return stepwise_judge_messages(problem, history, chunk)
@@ -284,6 +319,8 @@ def build_warmup_rows(rows: Sequence[dict], config: WarmupConfig | dict, *, held
             texts = [verdict_completion(verdict)]
         elif cfg.variant == "recompute":
             texts = [recompute_completion(judge_fields(row)[2], verdict, cfg.max_checks)]
+        elif cfg.variant == "reference":
+            texts = [reference_completion(*judge_fields(row), verdict, cfg.task, cfg.max_checks)]
         else:
             texts = []
             for text in row_samples or ():

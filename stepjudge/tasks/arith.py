@@ -23,7 +23,8 @@ from stepjudge.policy.prompts import FEWSHOT_EXAMPLES, fewshot_prompt
 from stepjudge.tasks.base import StepTruth, Task, register_task
 
 __all__ = ["FEWSHOT_EXAMPLES", "NEW_PROBLEMS_SEED_OFFSET", "OPS", "ArithConfig", "ArithTask", "StepTruth",
-           "check_steps", "fewshot_prompt", "generate_problems", "reference_solution"]
+           "check_steps", "fewshot_prompt", "generate_problems", "parse_problem", "reference_check",
+           "reference_solution"]
 
 OPS = {"add": ("Add", "+"), "subtract": ("Subtract", "-"), "multiply": ("Multiply by", "*")}
 _SYMBOL_TO_OP = {"+": "add", "-": "subtract", "*": "multiply", "x": "multiply", "×": "multiply"}
@@ -113,6 +114,43 @@ def check_steps(problem: Problem, chunks: Sequence[str]) -> StepTruth:
     return StepTruth(-1, "ok" if k == len(ops) else "incomplete")
 
 
+_PROBLEM_START = re.compile(r"Start with (-?\d+)\.")
+_PROBLEM_OP = re.compile(r"(Add|Subtract|Multiply by) (-?\d+)\.")
+_WORD_TO_OP = {words: op for op, (words, _) in OPS.items()}
+
+
+def parse_problem(text: str) -> tuple[list[list[Any]], list[int]] | None:
+    """(operations, running values) of an arith problem read back from its text; None if not arith."""
+    start = _PROBLEM_START.match(text.strip())
+    if start is None:
+        return None
+    values, ops = [int(start[1])], []
+    for words, operand in _PROBLEM_OP.findall(text[start.end():]):
+        op = _WORD_TO_OP[words]
+        ops.append([op, int(operand)])
+        values.append(_apply(op, values[-1], int(operand)))
+    return (ops, values) if ops else None
+
+
+def reference_check(problem: str, history: Sequence[str], chunk: str) -> str | None:
+    """``Expected: 3 + 1 = 4, 4 + 9 = 13.`` -- the problem's own calculations up to the one the chunk
+    should do (operations done = equations in the earlier steps), then ``The step says: ...``.
+
+    None when the text is not an arith problem or the chunk computes nothing (no check to write).
+    """
+    parsed = parse_problem(problem)
+    claims = [" ".join(m) for m in (_EQUATION.findall(chunk.replace("−", "-")))]
+    if parsed is None or not claims:
+        return None
+    ops, values = parsed
+    done = sum(len(_EQUATION.findall(h.replace("−", "-"))) for h in history)
+    upto = min(done + len(claims), len(ops))
+    expected = [f"{values[i]} {OPS[op][1]} {b} = {values[i + 1]}" for i, (op, b) in enumerate(ops[:upto])]
+    first = f"Expected: {', '.join(expected)}." if done < len(ops) else "Expected: no calculation is left."
+    says = ", ".join(f"{x} {sym} {y} = {z}" for x, sym, y, z in _EQUATION.findall(chunk.replace("−", "-")))
+    return f"{first}\nThe step says: {says}."
+
+
 # Downstream stages (Chunk-Reset, best-of-N) draw their problems with this much added to the seed,
 # so they are new problems of the same difficulty rather than the annotated ones.
 NEW_PROBLEMS_SEED_OFFSET = 1000
@@ -136,6 +174,9 @@ class ArithTask(Task):
 
     def step_truth(self, problem: Problem, chunks: Sequence[str]) -> StepTruth | None:
         return check_steps(problem, chunks) if self.claims(problem) else None
+
+    def reference_check(self, problem: str, history: Sequence[str], chunk: str) -> str | None:
+        return reference_check(problem, history, chunk)
 
     def new_problems_options(self, section: Mapping[str, Any]) -> dict[str, Any]:
         """Same settings, seed + :data:`NEW_PROBLEMS_SEED_OFFSET` (only if the section sets ``arith``)."""

@@ -131,6 +131,14 @@ class Task(ABC):
         """The exact first wrong chunk, for tasks whose steps can be checked; None when unknowable."""
         return None
 
+    def reference_check(self, problem: str, history: Sequence[str], chunk: str) -> str | None:
+        """What the new ``chunk`` should compute, worked out from the problem text alone, as a judge would
+        write it before comparing (e.g. ``Expected: 3 + 1 = 4, 4 + 9 = 13.``); None when the task
+        cannot say. Judge warm-ups use it as a teacher's rationale (the verdict still comes from the
+        label), the CPU analogue of the teacher-written analyses that judge papers distil.
+        """
+        return None
+
 
 # ---------------------------------------------------------------------------------------------
 # the registry

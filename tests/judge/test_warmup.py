@@ -26,6 +26,7 @@ from stepjudge.judge.warmup import (
     find_equations,
     judge_fields,
     recompute_completion,
+    reference_completion,
     verdict_completion,
     warmup_prompt,
 )
@@ -66,6 +67,21 @@ def test_recompute_completion_is_exact():
         "Check: 4 * 5 = 20. The step says 21.\nCheck: 21 - 9 = 12. The step says 12.\n"
         "Verdict: \\boxed{Negative}")
     assert verdict_completion("Positive") == "\\boxed{Positive}"
+
+
+def test_reference_variant_writes_the_tasks_check_then_the_label():
+    # p2: "13 + 2 = 15" (labelled Positive, though the problem adds 3), then "15 + 3 = 19" (Negative)
+    rows = [r for r in _rows() if r["problem_id"] == "p2"]
+    built = build_warmup_rows(rows, WarmupConfig(variant="reference", balance=False), heldout=[])["rows"]
+    assert [_text(r) for r in built] == [
+        "Expected: 13 + 3 = 16.\nThe step says: 13 + 2 = 15.\nVerdict: \\boxed{Positive}",
+        "Expected: no calculation is left.\nThe step says: 15 + 3 = 19.\nVerdict: \\boxed{Negative}"]
+    content = built[0]["prompt"][0]["content"]
+    assert content.startswith("Check the new step") and "Write: Expected:" in content
+    assert content.endswith("New step: 13 + 2 = 15")
+    # a problem the task cannot read falls back to the recompute check lines
+    assert reference_completion("What is 2 + 2?", [], "2 + 2 = 5", "Negative") == (
+        "Check: 2 + 2 = 4. The step says 5.\nVerdict: \\boxed{Negative}")
 
 
 def test_find_equations_skips_fragments_and_never_evaluates(monkeypatch):
@@ -192,7 +208,7 @@ def test_rejection_sampling_keeps_exactly_the_matching_samples():
 
 
 def test_config_is_typed():
-    assert WarmupConfig().model_dump() == {"variant": "recompute", "prompt": "compact", "balance": True,
+    assert WarmupConfig().model_dump() == {"variant": "recompute", "task": "arith", "prompt": "compact", "balance": True,
                                            "seed": 0, "max_checks": 3, "samples_per_prompt": 1,
                                            "on_heldout": "error"}
     for bad in ({"variant": "cot"}, {"prompt": "short"}, {"max_checks": 0}, {"heldout": []}):

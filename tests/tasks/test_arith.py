@@ -62,3 +62,31 @@ def test_truth_chunk_labels():
 def test_fewshot_prompt_layout():
     text = fewshot_prompt("Start with 4. Add 3. Add 5.")
     assert text.endswith("\n\nStart with 4. Add 3. Add 5.\n") and text.count("\\boxed{") == 2
+
+
+def test_parse_problem_reads_back_every_generated_problem():
+    from stepjudge.tasks.arith import parse_problem
+
+    for p in generate_problems(ArithConfig(n=30, steps=3, ops=["add", "subtract", "multiply"], seed=3)):
+        assert parse_problem(p.problem) == (p.meta["ops"], p.meta["values"])
+    assert parse_problem("Natalia sold 48 clips in April.") is None
+
+
+def test_reference_check_writes_the_expected_step_from_the_problem():
+    from stepjudge.tasks import get_task
+    from stepjudge.tasks.arith import reference_check
+
+    problem = "Start with 3. Add 1. Add 9."
+    assert reference_check(problem, [], "3 + 1 = 4") == "Expected: 3 + 1 = 4.\nThe step says: 3 + 1 = 4."
+    # a wrong operand carried over from a wrong first step shows against the problem's own running value
+    assert reference_check(problem, ["3 + 2 = 5"], "<chunk>5 + 9 = 14</chunk>") == (
+        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 5 + 9 = 14.")
+    # two claims in one chunk are checked against two operations
+    assert reference_check(problem, [], "3 + 1 = 4 and 4 + 9 = 13") == (
+        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 3 + 1 = 4, 4 + 9 = 13.")
+    assert reference_check(problem, ["3 + 1 = 4", "4 + 9 = 13"], "13 + 1 = 14") == (
+        "Expected: no calculation is left.\nThe step says: 13 + 1 = 14.")
+    assert reference_check(problem, [], "So we add them.") is None          # nothing to check
+    assert reference_check("What is 2 + 2?", [], "2 + 2 = 4") is None       # not an arith problem
+    assert get_task("arith").reference_check(problem, [], "3 + 1 = 4") == reference_check(problem, [], "3 + 1 = 4")
+    assert get_task("gsm8k").reference_check(problem, [], "3 + 1 = 4") is None
