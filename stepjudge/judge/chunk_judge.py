@@ -26,8 +26,14 @@ from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.dataset import stepwise_verdict_only_messages
 from stepjudge.judge.prompts import stepwise_judge_messages
-from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, positive_probabilities, prefill_answer
+from stepjudge.judge.scoring import (
+    TOKEN_PROB_NEEDS,
+    positive_probabilities,
+    prefill_answer,
+    reasoned_positive_probabilities,
+)
 from stepjudge.judge.verdicts import majority_verdict
+from stepjudge.judge.warmup import WarmupConfig, warmup_prompt
 
 __all__ = ["JudgeSpec", "ChunkQuery", "ChunkVerdict", "ChunkJudge"]
 
@@ -42,9 +48,10 @@ class JudgeSpec(BaseModel):
     prompt: Literal["stepwise", "no-cot"] = Field(
         "no-cot", description="stepwise = StepWiser's reason-then-verdict prompt; no-cot = verdict only")
     response_prefix: str = Field("\\boxed{", description="pre-filled answer start ('' for a reasoning judge)")
-    score: Literal["token-prob", "votes"] = Field(
-        "token-prob", description="P(Positive) from the verdict token (hf engine, needs the prefix) or "
-                                  "from the share of Positive among sampled votes")
+    score: Literal["token-prob", "votes", "reasoned-prob"] = Field(
+        "token-prob", description="P(Positive) from the verdict token (hf engine, needs the prefix), from the "
+                                  "share of Positive among sampled votes, or (reasoned-prob, hf engine) from the "
+                                  "verdict token after the judge's greedy reasoning of up to max_tokens")
     votes: int = Field(1, ge=1, description="votes mode: judgements sampled per chunk")
     temperature: float = Field(1.0, ge=0, description="votes mode: sampling temperature (0 with votes=1)")
     max_tokens: int = Field(8, ge=1, description="votes mode: judge output tokens (raise for a reasoning judge)")
@@ -52,6 +59,9 @@ class JudgeSpec(BaseModel):
     unparsed_as: Literal["Positive", "Negative"] = Field(
         "Positive", description="votes mode: a chunk with no parseable vote gets this verdict")
     seed: int = Field(0, description="sampling seed of the judge (votes mode)")
+    warmup: WarmupConfig | None = Field(
+        None, description="ask the judge as its warm-up did (its `prompt` and `variant`, e.g. compact + "
+                          "reference); overrides `prompt`. None = the `prompt` above")
 
 
 @dataclass(frozen=True)
@@ -78,12 +88,15 @@ class ChunkJudge:
         if self.spec.score == "token-prob" and not self.spec.response_prefix:
             raise ValueError("score='token-prob' reads the verdict token after a response_prefix such as "
                              "'\\boxed{'; set one, or use score='votes'")
-        if self.spec.score == "token-prob":  # fail at setup, not after the policy has sampled
+        if self.spec.score in ("token-prob", "reasoned-prob"):  # fail at setup, not after the policy sampled
             engine.require(*TOKEN_PROB_NEEDS, needed_for="score='token-prob'; use score='votes' with this engine")
         self.calls = 0
         self.tokens = 0
 
     def messages(self, q: ChunkQuery):
+        if self.spec.warmup is not None:
+            return warmup_prompt({"problem": q.problem, "history": list(q.history), "chunk": q.chunk},
+                                 self.spec.warmup)
         return PROMPTS[self.spec.prompt](q.problem, list(q.history), q.chunk)
 
     def judge(self, queries: Sequence[ChunkQuery]) -> list[ChunkVerdict]:
@@ -95,6 +108,13 @@ class ChunkJudge:
         if spec.score == "token-prob":
             probs = positive_probabilities(self.engine, prompts, spec.response_prefix)
             return [ChunkVerdict("Positive" if p >= spec.threshold else "Negative", p) for p in probs]
+        if spec.score == "reasoned-prob":
+            probs, _, tokens = reasoned_positive_probabilities(
+                self.engine, prompts, max_tokens=spec.max_tokens, response_prefix=spec.response_prefix,
+                seed=spec.seed)
+            self.tokens += sum(tokens)
+            return [ChunkVerdict("Positive" if p >= spec.threshold else "Negative", p, [], t)
+                    for p, t in zip(probs, tokens, strict=True)]
         prompts = prefill_answer(self.engine, prompts, spec.response_prefix)
         temp = 0.0 if spec.votes == 1 and spec.temperature == 0 else spec.temperature
         params = SamplingParams(n=spec.votes, temperature=temp, max_tokens=spec.max_tokens, seed=spec.seed)

@@ -10,8 +10,9 @@ other tokens (a malformed answer) says nothing about which verdict the judge pre
 what threshold-free metrics (AUROC) and judge-scored best-of-N need: a greedy verdict is a 0/1 cut of
 it, and an always-Positive judge can still rank chunks well.
 
-A judge that reasons first has no fixed place for the verdict; score it with vote fractions instead
-(:func:`stepjudge.eval.judge_heldout.evaluate_judge_rows` with ``votes > 1``).
+A judge that reasons first has no fixed place for the verdict: either score it with vote fractions
+(:func:`stepjudge.eval.judge_heldout.evaluate_judge_rows` with ``votes > 1``), or let it reason greedily
+up to its ``\\boxed{`` and read the verdict token there (:func:`reasoned_positive_probabilities`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 
 from stepjudge.engines.base import Capability, Engine, Prompt
 
-__all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "calibrate_threshold",
-           "TOKEN_PROB_NEEDS"]
+__all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "reasoned_positive_probabilities",
+           "calibrate_threshold", "TOKEN_PROB_NEEDS"]
 
 # What reading P(Positive) from the verdict token asks of an engine.
 TOKEN_PROB_NEEDS = (Capability.NEXT_TOKEN_LOGPROBS, Capability.CHAT_RENDERING, Capability.TOKENIZER)
@@ -75,6 +76,37 @@ def positive_probabilities(engine: Engine, prompts: Sequence[Prompt],
         a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
         out.append(a / (a + b))
     return out
+
+
+def reasoned_positive_probabilities(engine: Engine, prompts: Sequence[Prompt], *, max_tokens: int,
+                                    response_prefix: str = "", verdict_prefix: str = "\\boxed{",
+                                    seed: int | None = 0) -> tuple[list[float], list[str], list[int]]:
+    """P(Positive) of a judge that reasons first: its reasoning is decoded greedily up to
+    ``verdict_prefix`` (or ``max_tokens``), then the verdict token is read after reasoning +
+    ``verdict_prefix`` as :func:`positive_probabilities` does. Returns (probabilities, reasonings,
+    reasoning tokens per prompt).
+
+    Why: a reasoning judge's sampled verdict is a 0/1 score, too coarse to rank best-of-N candidates
+    or to weight votes; the verdict token's probability after its own analysis keeps that analysis
+    and gives a graded score, deterministically, for one decode plus one prefill per chunk.
+    """
+    from stepjudge.engines.base import SamplingParams
+
+    engine.require(*TOKEN_PROB_NEEDS, needed_for="P(Positive) after the judge's reasoning; use score 'votes'")
+    pos, neg = verdict_token_ids(engine.tokenizer, verdict_prefix)
+    rendered = [engine.render(p) + response_prefix if not isinstance(p, str) else p + response_prefix
+                for p in prompts]
+    results = engine.generate(rendered, SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens,
+                                                       stop=(verdict_prefix,), seed=seed))
+    reasonings = [r.completions[0].text for r in results]
+    tokens = [r.completions[0].num_tokens for r in results]
+    texts = [t + text + verdict_prefix for t, text in zip(rendered, reasonings, strict=True)]
+    out = []
+    for lp_pos, lp_neg in engine.next_token_logprobs(texts, [pos, neg]):
+        m = max(lp_pos, lp_neg)
+        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
+        out.append(a / (a + b))
+    return out, reasonings, tokens
 
 
 def calibrate_threshold(probs: Sequence[float], positive: Sequence[bool]) -> float:

@@ -1,5 +1,7 @@
 """ChunkJudge: token-probability and vote scoring on the tiny model, with call/token accounting."""
 
+import math
+
 import pytest
 
 from stepjudge.engines.base import Completion, Engine, GenerationResult
@@ -61,3 +63,23 @@ def test_token_prob_on_an_engine_without_token_logprobs_fails_at_setup():
     # votes mode needs only generation when there is no pre-filled answer to render
     out = ChunkJudge(VotesOnly(), JudgeSpec(score="votes", response_prefix="", votes=2)).judge(Q[:1])
     assert [(v.verdict, v.p_positive, v.votes) for v in out] == [("Positive", 1.0, ["Positive", "Positive"])]
+
+
+def test_reasoned_prob_reads_the_verdict_token_after_the_greedy_reasoning(engine):
+    from stepjudge.engines.base import SamplingParams
+    from stepjudge.judge.scoring import verdict_token_ids
+
+    spec = JudgeSpec(score="reasoned-prob", response_prefix="", max_tokens=6, warmup={"variant": "reference"})
+    judge = ChunkJudge(engine, spec)
+    out = judge.judge(Q)
+    # the same numbers by hand: greedy reasoning (stopped at "\boxed{"), then the two verdict tokens' log-probs
+    rendered = [engine.render(judge.messages(q)) for q in Q]
+    gen = engine.generate(rendered, SamplingParams(n=1, temperature=0.0, max_tokens=6, stop=("\\boxed{",)))
+    pos, neg = verdict_token_ids(engine.tokenizer)
+    lps = engine.next_token_logprobs([t + r.texts[0] + "\\boxed{" for t, r in zip(rendered, gen, strict=True)], [pos, neg])
+    expect = [1 / (1 + math.exp(b - a)) for a, b in lps]
+    assert [v.p_positive for v in out] == pytest.approx(expect, rel=1e-5)
+    assert [v.verdict for v in out] == ["Positive" if p >= 0.5 else "Negative" for p in expect]
+    assert judge.tokens == sum(r.completions[0].num_tokens for r in gen) and judge.calls == 2
+    # the reference warm-up prompt is what the judge was asked
+    assert "Write: Expected:" in rendered[0]
