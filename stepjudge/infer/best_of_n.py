@@ -46,7 +46,7 @@ from stepjudge.tasks.config import ProblemSetConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["solution_score", "best_of_n", "majority_vote", "weighted_vote", "score_solutions",
+__all__ = ["solution_score", "best_of_n", "majority_vote", "weighted_vote", "score_solutions", "accuracy_at_n",
            "BestOfNConfig", "rerank_group", "summarize", "run_best_of_n", "METHODS"]
 
 # Accuracy columns of the report, in order.
@@ -265,6 +265,18 @@ def summarize(records: Sequence[dict], group_stats: Sequence[dict] = ()) -> dict
         "mean_score_correct": mean([s["score"] for s in scored if s["correct"]]),
         "mean_score_wrong": mean([s["score"] for s in scored if not s["correct"]]),
     }
+
+
+def accuracy_at_n(records: Sequence[dict], n: int) -> dict[str, float | None]:
+    """Accuracy of every pick method when only the first ``n`` samples of each problem are drawn.
+
+    The samples were drawn independently, so the first ``n`` of N are an N = ``n`` run: one N = 8
+    rerank also reports N = 1, 2, 4 without sampling or judging again.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rows = [_pick_record(r["samples"][:n])[1] for r in records]
+    return {m: (math.fsum(float(c[m]) for c in rows) / len(rows) if rows else None) for m in METHODS}
 
 
 def _fmt(x: float | None) -> str:

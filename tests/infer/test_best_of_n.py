@@ -12,6 +12,7 @@ from stepjudge.engines.hf import HFEngine
 from stepjudge.errors import RunFolderError
 from stepjudge.infer.best_of_n import (
     BestOfNConfig,
+    accuracy_at_n,
     best_of_n,
     majority_vote,
     run_best_of_n,
@@ -79,6 +80,26 @@ def test_majority_vote(answers, expected):
 ])
 def test_weighted_vote(answers, weights, expected):
     assert weighted_vote(answers, weights) == expected
+
+
+def test_accuracy_at_n_repicks_from_the_first_n_samples():
+    def sample(answer, correct, score):
+        return {"answer": answer, "correct": correct, "score": score}
+
+    # problem 1: first sample wrong; among the first 2 the judge prefers the right one; majority needs all 4
+    p1 = [sample("5", False, 0.2), sample("7", True, 0.9), sample("5", False, 0.1), sample("7", True, 0.8)]
+    # problem 2: only the 4th sample is right, and the judge likes it most
+    p2 = [sample("1", False, 0.4), sample("2", False, 0.3), sample("3", False, 0.2), sample("4", True, 0.95)]
+    records = [{"samples": p1}, {"samples": p2}]
+    assert accuracy_at_n(records, 1) == {"first": 0.0, "majority": 0.0, "best_of_n": 0.0, "weighted": 0.0,
+                                         "oracle": 0.0}
+    assert accuracy_at_n(records, 2) == {"first": 0.0, "majority": 0.0, "best_of_n": 0.5, "weighted": 0.5,
+                                         "oracle": 0.5}
+    # n=4, problem 1: "5" and "7" tie 2-2 in votes and "5" was seen first; weights 0.3 vs 1.7 pick "7"
+    assert accuracy_at_n(records, 4) == {"first": 0.0, "majority": 0.0, "best_of_n": 1.0, "weighted": 1.0,
+                                         "oracle": 1.0}
+    with pytest.raises(ValueError):
+        accuracy_at_n(records, 0)
 
 
 def test_weighted_vote_rejects_mismatched_lengths():
