@@ -29,7 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from stepjudge.judge.critique import REFINE_PREFILL, parse_final_verdict, refine_messages
+from stepjudge.judge.critique import parse_final_verdict
+from stepjudge.judge.critique_loop import grade_texts, refine
 from stepjudge.train.rewards import completion_text, register_reward
 
 __all__ = ["STAGE2_REWARDS", "RefinementReward", "Stage2Reward", "correction_reward", "critique_discrimination",
@@ -149,26 +150,11 @@ class RefinementReward:
 
     def refine(self, problems: Sequence[Any], responses: Sequence[str], critiques: Sequence[str]) -> list[str]:
         """The actor's greedy refinement of each (problem, response, critique), in one engine call."""
-        from stepjudge.engines.base import SamplingParams
-
-        prompts = [self.actor.render(refine_messages(p.problem, y, c)) + REFINE_PREFILL
-                   for p, y, c in zip(problems, responses, critiques, strict=True)]
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens, seed=self.seed)
-        return [r.completions[0].text for r in self.actor.generate(prompts, params)]
+        return refine(self.actor, problems, responses, critiques, max_tokens=self.max_tokens, seed=self.seed)
 
     def grade(self, problems: Sequence[Any], texts: Sequence[str]) -> list[bool]:
         """Whether each text answers its problem correctly, graded by the problem's own task."""
-        from stepjudge.tasks import task_of
-
-        groups: dict[str, tuple[Any, list[int]]] = {}
-        for i, p in enumerate(problems):
-            task = task_of(p)
-            groups.setdefault(task.source, (task, []))[1].append(i)
-        out = [False] * len(problems)
-        for task, idx in groups.values():
-            for i, g in zip(idx, task.grade(self.grader, [(texts[i], problems[i]) for i in idx]), strict=True):
-                out[i] = g.correct
-        return out
+        return grade_texts(self.grader, problems, texts)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], truth: Sequence[bool],
                  response: Sequence[str], problem_json: Sequence[str],
