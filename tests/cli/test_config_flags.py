@@ -36,6 +36,8 @@ VERB_CONFIGS: dict[tuple[str, ...], str | None] = {
     ("select", "train"): "stepjudge.train.policy_sft:PolicySFTConfig",
     ("solve",): "stepjudge.infer.chunk_reset:ChunkResetConfig",
     ("pipeline",): "stepjudge.pipeline:PipelineConfig",
+    ("critique-data",): "stepjudge.judge.critique_data:CritiqueDataConfig",
+    ("refine",): "stepjudge.infer.refine:RefineConfig",
 }
 CONFIG_VERBS = [v for v, c in VERB_CONFIGS.items() if c]
 
@@ -158,6 +160,14 @@ CASES = [
      ["--judge-spec.response-prefix", "", "--no-compare-baseline", "--arith.n", "5", "--judge-engine.device", "cuda"],
      {"judge": "j", "reset": True, "judge_spec.threshold": 0.3, "judge_spec.score": "votes",
       "judge_spec.response_prefix": "", "compare_baseline": False, "arith.n": 5, "judge_engine.device": "cuda"}),
+    (("critique-data",), "out: cd\nsamples: 4\nteacher:\n  model: t\narith:\n  n: 7\n",
+     ["--samples", "6", "--teacher.kind", "openai", "--no-truth-critiques", "--solve-sft", "reference"],
+     {"out": "cd", "samples": 6, "teacher.model": "t", "teacher.kind": "openai", "arith.n": 7,
+      "truth_critiques": False, "solve_sft": "reference", "temperature": 0.7}),
+    (("refine",), "out: r\nrounds: 2\ncritic:\n  model: c\n",
+     ["--rounds", "3", "--actor.model", "a", "--rows", "h.jsonl", "--critic.device", "cuda"],
+     {"out": "r", "rounds": 3, "critic.model": "c", "actor.model": "a", "rows": "h.jsonl",
+      "critic.device": "cuda", "refine_max_tokens": 1024}),
     (("pipeline",), "out: runs/p\npolicy: tiny-random\nannotate:\n  rollouts: 2\nstages: [annotate]\n",
      ["--out", "runs/q", "--stages", "report", "--engine.num-threads", "1"],
      {"out": "runs/q", "policy": "tiny-random", "annotate": {"rollouts": 2}, "stages": ["report"],

@@ -14,7 +14,7 @@ from stepjudge.judge.critique import (
 )
 from stepjudge.judge.critique_data import CritiqueDataConfig, build_critique_data, truth_critique
 from stepjudge.tasks import get_task
-from stepjudge.tasks.arith import generate_problems
+from stepjudge.tasks.arith import OPS, generate_problems
 from stepjudge.train.core import read_prompt_completion_rows
 from stepjudge.train.critic import load_critic_rows
 from stepjudge.utils.io import read_jsonl
@@ -25,7 +25,7 @@ def test_arith_worked_steps_and_truth_critiques_are_exact():
     p = generate_problems(n=1, steps=2, seed=0)[0]
     v, (op1, b1), (op2, b2) = p.meta["values"], *p.meta["ops"]
     steps = task.worked_steps(p)
-    assert len(steps) == 2 and steps[0].startswith(f"{v[0]} ") and steps[1].endswith(f"= {v[2]}.")
+    assert steps == [f"{v[0]} {OPS[op1][1]} {b1} = {v[1]}.", f"{v[1]} {OPS[op2][1]} {b2} = {v[2]}."]
 
     right = "\n".join([*steps, f"The answer is {p.answer}."])
     text = truth_critique(task, p, right, True)
