@@ -65,13 +65,22 @@ _FINAL_HEAD_RE = re.compile(r"correctness\s+of\s+the\s+final\s+answer", re.IGNOR
 _EXPLANATION_RE = re.compile(r"explanation\s*[*]*\s*:", re.IGNORECASE)
 _STEP_FIELD_RE = re.compile(r"correctness\s+of\s+the\s+step|explanation\s*[*]*\s*:", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_LIST_MARKER = re.compile(r"\(?\d{1,3}[.)]|Step\s+\d{1,3}[.:)]", re.IGNORECASE)
 
 
 def solution_steps(text: str) -> list[str]:
     """The steps of a solution: its sentences, line by line (a period inside ``3.5`` ends nothing)."""
     steps: list[str] = []
     for line in text.splitlines():
-        steps += [s.strip() for s in _SENTENCE_END.split(line.strip()) if s.strip()]
+        marker = ""
+        for part in (s.strip() for s in _SENTENCE_END.split(line.strip())):
+            if _LIST_MARKER.fullmatch(part):  # "1." of a numbered list starts a step, it is not one
+                marker += part + " "
+            elif part:
+                steps.append(marker + part)
+                marker = ""
+        if marker:
+            steps.append(marker.strip())
     return steps
 
 

@@ -78,6 +78,8 @@ def test_solution_steps_are_sentences_line_by_line():
         "Start with 4.", "4 + 3 = 7.", "7 - 5 = 2!", "The answer is 2."]
     assert solution_steps("Half of 7 is 3.5 so x = 3.5.") == ["Half of 7 is 3.5 so x = 3.5."]
     assert solution_steps("  \n") == []
+    assert solution_steps("1. Add 5: 7 + 5 = 12.\n2. 12 + 7 = 19. So 19.\n3.") == [
+        "1. Add 5: 7 + 5 = 12.", "2. 12 + 7 = 19.", "So 19.", "3."]
     assert actor_solution(["4 + 3 = 7.", "7 - 5 = 2."], "2") == "4 + 3 = 7.\n7 - 5 = 2.\nThe answer is 2."
 
 
