@@ -17,7 +17,7 @@ from stepjudge.errors import StepJudgeError
 
 VERB_MODULES = ("stepjudge.cli.annotate", "stepjudge.cli.eval", "stepjudge.cli.train", "stepjudge.cli.serve",
                 "stepjudge.cli.models", "stepjudge.cli.rerank", "stepjudge.cli.solve",
-                "stepjudge.cli.pipeline")
+                "stepjudge.cli.pipeline", "stepjudge.cli.critique")
 
 
 def build_parser() -> argparse.ArgumentParser:

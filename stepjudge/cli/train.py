@@ -128,6 +128,25 @@ example:
       --out runs/judge-data
 """
 
+CRITIC_DESCRIPTION = """\
+Train a critic with Critique-RL (two RL stages on TRL's RLOO, docs/critique_rl.md). The critic reads a
+question and an actor's response and writes a step-by-step critique ending with "Correctness of the final
+answer: Correct/Wrong". Stage I (--stage1-steps) pays +1 for a right final verdict and -1 for a wrong or
+missing one, with a KL penalty to the starting critic. Stage II (--stage2-steps) starts from Stage I and
+keeps its KL to it; the frozen actor (--actor.* engine) refines each response with each critique,
+greedily, inside the reward, and the critique earns r_refine + 0.2 when its verdict is right, -1 otherwise
+(--stage2-reward refine|delta|correction: the indirect baselines). Defaults follow the paper: 4 critiques
+per (x, y), lr 5e-7, KL 0.01, T 0.7, 2 inner epochs, critiques up to 1536 tokens, 500 steps per stage.
+
+Input: rl_rows.jsonl of `stepjudge critique-data`. --out receives stage1/ and stage2/ (each: final/,
+train_log.json, curves.png with Acc@Dis, c->i / i->c shares, verdict shares, critique length) and
+summary.json. Re-running resumes the unfinished stage and skips finished ones.
+
+examples:
+  stepjudge train critic --config configs/critic_cpu.yaml
+  stepjudge train critic --model runs/critic-sft/final --train-data runs/critique-data/rl_rows.jsonl \\
+      --actor.model runs/actor-sft/final --out runs/critic-rl --stage1-steps 100 --stage2-steps 100
+"""
 
 
 class JudgeDataCommand(JudgeDatasetConfig):
@@ -167,6 +186,15 @@ def run_disc_sft(config: Any, args: argparse.Namespace) -> int:
     return print_trained(train_disc_sft(config))
 
 
+def run_critic(config: Any, args: argparse.Namespace) -> int:
+    from stepjudge.train.critic import train_critic
+
+    finals = train_critic(config)
+    print("\n".join(f"{stage}: {final}" for stage, final in finals.items()))
+    print(f"summary: {config.out}/summary.json")
+    return 0
+
+
 def run_judge_data(config: JudgeDataCommand, args: argparse.Namespace) -> int:
     from stepjudge.judge.dataset import build_judge_datasets, write_datasets
 
@@ -191,6 +219,8 @@ COMMANDS = (
             "stepjudge.train.disc_sft:DiscSFTConfig", run_disc_sft),
     Command("judge-data", "annotations -> balanced judge train/held-out sets", JUDGE_DATA_DESCRIPTION,
             "stepjudge.cli.train:JudgeDataCommand", run_judge_data),
+    Command("critic", "Critique-RL: train a critic in two RL stages (RLOO)", CRITIC_DESCRIPTION,
+            "stepjudge.train.critic:CriticRLConfig", run_critic),
 )
 
 VERBS = (CommandGroup("train", "fine-tune policies and judges", COMMANDS,

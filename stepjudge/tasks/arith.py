@@ -178,6 +178,13 @@ class ArithTask(Task):
     def reference_check(self, problem: str, history: Sequence[str], chunk: str) -> str | None:
         return reference_check(problem, history, chunk)
 
+    def worked_steps(self, problem: Problem) -> list[str] | None:
+        """One sentence per operation: ``4 + 3 = 7.``"""
+        if not self.claims(problem):
+            return None
+        ops, values = problem.meta["ops"], problem.meta["values"]
+        return [f"{values[i]} {OPS[op][1]} {b} = {values[i + 1]}." for i, (op, b) in enumerate(ops)]
+
     def new_problems_options(self, section: Mapping[str, Any]) -> dict[str, Any]:
         """Same settings, seed + :data:`NEW_PROBLEMS_SEED_OFFSET` (only if the section sets ``arith``)."""
         out = super().new_problems_options(section)

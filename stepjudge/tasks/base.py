@@ -139,6 +139,11 @@ class Task(ABC):
         """
         return None
 
+    def worked_steps(self, problem: Problem) -> list[str] | None:
+        """A correct solution as plain sentences, one per step, for tasks that can write one (SFT targets
+        of an actor that solves and refines); None when the task has no worked solution."""
+        return None
+
 
 # ---------------------------------------------------------------------------------------------
 # the registry

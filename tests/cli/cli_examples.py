@@ -50,7 +50,7 @@ def doc_texts() -> dict[str, str]:
 
 
 _COMMAND = re.compile(r"^\s*(?:\$\s+)?(?:[A-Z_]+=\S+\s+)*(?:stepjudge|accelerate launch .*-m stepjudge\.cli\.main)\s+(.*)")
-_VERBS = {"annotate", "eval", "train", "serve", "models", "rerank", "select", "solve", "pipeline"}
+_VERBS = {"annotate", "eval", "train", "serve", "models", "rerank", "select", "solve", "pipeline", "critique-data", "refine"}
 
 
 def _code_lines(text: str, markdown: bool) -> list[str]:
