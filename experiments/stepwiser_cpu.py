@@ -44,6 +44,26 @@ ARMS = ("untrained-cot", "untrained-verdict", "warmup-cot", "stepwiser-cot", "st
 PREFIX = "\\boxed{"
 
 
+class DownstreamConfig(BaseModel):
+    """The trained judges where they are used (StepWiser Tables 7-8 analogues), on new held-out problems."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arms: list[str] = Field(default_factory=lambda: ["warmup-cot", "stepwiser-cot"],
+                            description="judges used downstream (generative arms)")
+    arith: dict[str, Any] = Field(default_factory=lambda: {"n": 200, "steps": 2, "ops": ["add"], "max_operand": 9,
+                                                          "seed": 1007},
+                                  description="held-out problems (a seed no annotation used)")
+    judge_spec: dict[str, Any] = Field(
+        default_factory=lambda: {"score": "reasoned-prob", "response_prefix": "", "max_tokens": 48},
+        description="how a CoT judge is read (JudgeSpec; its warm-up prompt is added); verdict-only arms read "
+                    "the verdict token after \\boxed{")
+    chunk_reset: dict[str, Any] = Field(default_factory=dict, description="`stepjudge solve` options")
+    best_of_n: dict[str, Any] = Field(default_factory=dict, description="`stepjudge rerank` options (n = largest N)")
+    n_values: list[int] = Field(default_factory=lambda: [4, 8], description="N of the best-of-N / voting table")
+    policy: str = Field("smollm2-135m", description="the policy the judges help")
+
+
 class ExperimentConfig(BaseModel):
     """Every knob of the experiment (YAML keys = these names)."""
 
@@ -58,6 +78,7 @@ class ExperimentConfig(BaseModel):
     rl: dict[str, Any] = Field(default_factory=dict, description="`train judge` options (both forms)")
     disc: dict[str, Any] = Field(default_factory=dict, description="`train disc-sft` options")
     eval_max_tokens: int = Field(48, ge=1, description="judge tokens when scoring a CoT judge")
+    downstream: DownstreamConfig | None = Field(None, description="Chunk-Reset and best-of-N with the judges")
     cot_variant: str = Field("recompute", description="the CoT arms' warm-up analysis: recompute (check lines of "
                                                       "the chunk's own claims) | reference (the task's expected step)")
 
@@ -169,6 +190,71 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
     return metrics
 
 
+def _judge_spec(arm: str, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+    ds = cfg.downstream
+    assert ds is not None
+    form = "verdict" if arm.endswith("verdict") else "cot"
+    if form == "verdict":
+        return {"score": "token-prob", "response_prefix": PREFIX, "warmup": _warmup_cfg(form, cfg.cot_variant)}
+    return {**ds.judge_spec, "warmup": _warmup_cfg(form, cfg.cot_variant), "seed": seed}
+
+
+def _arm_model(arm: str, seed: int, out: Path) -> str:
+    """The judge an arm trained (its metrics.json names it)."""
+    return json.loads((out / f"seed{seed}" / arm / "metrics.json").read_text())["model"]
+
+
+def run_downstream(cfg: ExperimentConfig, seed: int, out: Path) -> dict[str, dict]:
+    """Chunk-Reset (with each judge and without) and best-of-N / voting on the held-out problems."""
+    from stepjudge.infer.best_of_n import accuracy_at_n, run_best_of_n
+    from stepjudge.infer.chunk_reset import run_chunk_reset
+
+    ds = cfg.downstream
+    assert ds is not None
+    base = {"problems": "arith", "arith": ds.arith, "policy": ds.policy, "seed": seed}
+    results: dict[str, dict] = {}
+    none_dir = out / f"seed{seed}" / "no-judge"
+    done = none_dir / "downstream.json"
+    if not done.exists():
+        cr = run_chunk_reset({**base, **ds.chunk_reset, "out": str(none_dir / "chunk_reset")}, progress=False)
+        atomic_write_json(done, {"chunk_reset": cr["methods"]["baseline"]})
+    results["no-judge"] = json.loads(done.read_text())
+    for arm in ds.arms:
+        arm_dir = out / f"seed{seed}" / arm
+        done = arm_dir / "downstream.json"
+        if not done.exists():
+            t0 = time.perf_counter()
+            model, spec = _arm_model(arm, seed, out), _judge_spec(arm, cfg, seed)
+            cr = run_chunk_reset({**base, **ds.chunk_reset, "judge": model, "judge_spec": spec, "reset": True,
+                                  "compare_baseline": False, "out": str(arm_dir / "chunk_reset")}, progress=False)
+            bon = run_best_of_n({**base, **ds.best_of_n, "n": max(ds.n_values), "judge": model, "judge_spec": spec,
+                                 "out": str(arm_dir / "best_of_n")}, progress=False)
+            records = read_jsonl(arm_dir / "best_of_n" / "samples.jsonl")
+            atomic_write_json(done, {"chunk_reset": cr["methods"]["chunk_reset"],
+                                     "best_of_n": {str(n): accuracy_at_n(records, n) for n in ds.n_values},
+                                     "bon_judge_calls": bon["judge_calls"], "wall_s": time.perf_counter() - t0})
+        results[arm] = json.loads(done.read_text())
+    return results
+
+
+def downstream_table(runs: dict[str, list[dict]], n_values: list[int], n_problems: int) -> str:
+    """Mean ± sd over seeds: Chunk-Reset (Table 7 columns) and best-of-N / voting at each N."""
+    cols = [("Chunk-Reset acc. (%)", "chunk_reset.accuracy", 100), ("accepted tok.", "chunk_reset.mean_accepted_tokens", 1),
+            ("rejected tok.", "chunk_reset.mean_rejected_tokens", 1)]
+    for n in n_values:
+        cols += [(f"N={n} {m} (%)", f"best_of_n.{n}.{m}", 100) for m in ("first", "majority", "best_of_n", "weighted")]
+    lines = [f"Held-out problems: {n_problems}. Mean ± sd over seeds. Accuracies in %; token counts are policy "
+             "tokens per problem (accepted = kept chunks + answer; rejected = thrown-away tries).", "",
+             "| judge | seeds | " + " | ".join(c for c, _, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for arm, metrics in runs.items():
+        cells = []
+        for _, path, scale in cols:
+            vals = [_get(m, path) for m in metrics]
+            cells.append(_mean_sd([v * scale if v is not None else None for v in vals]))
+        lines.append(f"| {arm} | {len(metrics)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # (column title, path into metrics, scale) of the table
 COLUMNS = (("acc. vs MC (%)", "mc.accuracy"), ("bal. F1 vs MC", "mc.balanced_f1"), ("AUROC vs MC", "mc.auroc"),
            ("acc. vs truth (%)", "truth.accuracy"), ("bal. F1 vs truth", "truth.balanced_f1"),
@@ -177,7 +263,7 @@ COLUMNS = (("acc. vs MC (%)", "mc.accuracy"), ("bal. F1 vs MC", "mc.balanced_f1"
 
 
 def _get(m: dict, path: str) -> float | None:
-    node: Any = {**m, "train_wall_min": m["train_wall_s"] / 60}
+    node: Any = {**m, "train_wall_min": m["train_wall_s"] / 60} if "train_wall_s" in m else m
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
@@ -229,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML (ExperimentConfig)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--skip-downstream", action="store_true", help="only the held-out chunk table")
     args = parser.parse_args(argv)
     cfg = build_config(ExperimentConfig, args.config)
     unknown = set(cfg.arms) - set(ARMS)
@@ -250,6 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "table.md", table(results, counts))
     plot_rl_curves(out, args.seeds, cfg.arms)
     print((out / "table.md").read_text())
+    if cfg.downstream is not None and not args.skip_downstream:
+        down: dict[str, list[dict]] = {}
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            for arm, m in run_downstream(cfg, seed, out).items():
+                down.setdefault(arm, []).append(m)
+            print(f"seed {seed} downstream: {time.perf_counter() - t0:.0f} s", flush=True)
+        atomic_write_json(out / "downstream.json", {"seeds": args.seeds, "runs": down})
+        atomic_write_text(out / "downstream.md", downstream_table(down, cfg.downstream.n_values,
+                                                                  cfg.downstream.arith.get("n", 0)))
+        print((out / "downstream.md").read_text())
     return 0
 
 
