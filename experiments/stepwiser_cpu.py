@@ -69,7 +69,11 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    annotations: str = Field(description="annotations.jsonl of `stepjudge annotate` (MC labels + arith truth)")
+    annotations: str | None = Field(None, description="annotations.jsonl of `stepjudge annotate` (MC labels + "
+                                                      "arith truth); or set `annotate`")
+    annotate: str | None = Field(None, description="an annotate YAML: run once into cache_dir/<hash of the settings "
+                                                   "that change the records>, reused by every later run")
+    cache_dir: str = Field("runs/cache/annotate", description="where content-addressed annotations live")
     out: str = Field("runs/exp/stepwiser_cpu", description="run folder")
     model: str = Field("smollm2-135m", description="the judge's starting model")
     arms: list[str] = Field(default_factory=lambda: list(ARMS), description="arms to run, in table order")
@@ -81,6 +85,24 @@ class ExperimentConfig(BaseModel):
     downstream: DownstreamConfig | None = Field(None, description="Chunk-Reset and best-of-N with the judges")
     cot_variant: str = Field("recompute", description="the CoT arms' warm-up analysis: recompute (check lines of "
                                                       "the chunk's own claims) | reference (the task's expected step)")
+
+
+def ensure_annotations(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with ``annotations`` set: as given, or the cached (annotated now if missing) folder of
+    ``annotate``. An interrupted annotation resumes in the same folder."""
+    if cfg.annotations:
+        return cfg
+    if not cfg.annotate:
+        raise SystemExit("set `annotations` (a file) or `annotate` (an annotate YAML)")
+    from stepjudge.annotate.groups import annotation_key
+    from stepjudge.annotate.pipeline import AnnotateConfig, annotate
+
+    acfg = build_config(AnnotateConfig, cfg.annotate)
+    folder = Path(cfg.cache_dir) / annotation_key(acfg)
+    path = folder / "annotations.jsonl"
+    if not path.exists():
+        annotate(acfg.model_copy(update={"out": str(folder)}))
+    return cfg.model_copy(update={"annotations": str(path)})
 
 
 def _judge_data(cfg: ExperimentConfig, out: Path) -> dict[str, Path]:
@@ -317,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     parser.add_argument("--skip-downstream", action="store_true", help="only the held-out chunk table")
     args = parser.parse_args(argv)
-    cfg = build_config(ExperimentConfig, args.config)
+    cfg = ensure_annotations(build_config(ExperimentConfig, args.config))
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         parser.error(f"unknown arms {sorted(unknown)} (known: {', '.join(ARMS)})")

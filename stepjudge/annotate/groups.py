@@ -19,7 +19,8 @@ from stepjudge.grading import Grader
 from stepjudge.tasks import get_task
 from stepjudge.tasks.config import ProblemSetConfig
 
-__all__ = ["RESUME_KEYS", "AnnotateConfig", "annotate_group", "flatten", "group_seed", "load_annotation_problems"]
+__all__ = ["RESUME_KEYS", "AnnotateConfig", "annotate_group", "annotation_key", "flatten", "group_seed",
+           "load_annotation_problems"]
 
 
 class AnnotateConfig(ProblemSetConfig):
@@ -55,6 +56,18 @@ class AnnotateConfig(ProblemSetConfig):
 RESUME_KEYS = ("problems", "arith", "limit", "policy", "prompt_style", "samples_per_problem",
                 "sample_temperature", "sample_max_tokens", "prefilter", "rollouts", "rollout_temperature",
                 "rollout_max_tokens", "gamma", "alpha", "best_of_n", "group_size", "seed", "num_shards")
+
+
+def annotation_key(cfg: AnnotateConfig) -> str:
+    """Content address of an annotation: a hash of exactly the settings that change its records
+    (:data:`RESUME_KEYS`), so later runs can reuse a cached annotation; the run folder, thread count or
+    engine batch size never force a re-run, any record-changing setting does."""
+    import hashlib
+    import json
+
+    dumped = cfg.model_dump(mode="json")
+    blob = json.dumps({k: dumped[k] for k in RESUME_KEYS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def load_annotation_problems(cfg: AnnotateConfig) -> list[Problem]:

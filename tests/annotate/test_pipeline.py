@@ -133,3 +133,18 @@ def test_unreachable_engine_server_is_a_clear_error_and_keeps_outputs(tmp_path):
         annotate(cfg, progress=False)
     shard = tmp_path / "shards" / "shard-00000-of-00001.jsonl"
     assert not shard.exists() or shard.read_text() == ""
+
+
+def test_annotation_key_changes_with_the_records_only():
+    from stepjudge.annotate.groups import RESUME_KEYS, AnnotateConfig, annotation_key
+
+    base = AnnotateConfig(problems="arith", rollouts=4, out="runs/a")
+    key = annotation_key(base)
+    assert len(key) == 16 and int(key, 16) >= 0
+    # where it is written and how fast it runs do not change the records
+    assert annotation_key(base.model_copy(update={"out": "elsewhere"})) == key
+    assert annotation_key(base.model_copy(update={"engine": base.engine.model_copy(update={"num_threads": 1})})) == key
+    # every record-changing setting does
+    for field, value in (("rollouts", 8), ("seed", 1), ("samples_per_problem", 2), ("arith", {"n": 3})):
+        assert field in RESUME_KEYS
+        assert annotation_key(base.model_copy(update={field: value})) != key
