@@ -109,10 +109,14 @@ class HFEngine(Engine):
         return ids
 
     # ------------------------------------------------------------------ API
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
+        return self.generate_ids([self.encode(p) for p in prompts], params)
+
+    @torch.inference_mode()
+    def generate_ids(self, encoded: Sequence[list[int]], params: SamplingParams) -> list[GenerationResult]:
+        """:meth:`generate` from prompts already tokenized (e.g. a trainer's prompt ids)."""
         start = time.perf_counter()
-        encoded = [self.encode(p) for p in prompts]
+        prompts = encoded
         results: list[GenerationResult | None] = [None] * len(prompts)
         n = params.n
         # Group prompts by length so padding waste is small; each group is one decode batch.

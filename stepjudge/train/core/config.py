@@ -101,6 +101,8 @@ class RLRunConfig(RunConfig):
     per_device_eval_batch_size: int | None = Field(
         None, ge=1, description="eval completions per device; None = train size rounded up to whole groups")
     log_completions: bool = Field(False, description="print sample completions with their rewards")
+    engine_rollouts: bool = Field(False, description="generate rollouts with stepjudge's hf engine (each prompt "
+                                                    "prefilled once for its G samples) instead of model.generate")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (GPU only)")
     vllm_mode: Literal["server", "colocate"] = Field(
         "colocate", description="colocate: vLLM inside each training process; server: `trl vllm-serve`")

@@ -76,6 +76,10 @@ def build_rl_trainer(cfg: RLRunConfig, *, trainer_cls: type | None = None, args_
         from trl import GRPOConfig, GRPOTrainer
 
         trainer_cls, args_cls = trainer_cls or GRPOTrainer, args_cls or GRPOConfig
+    if cfg.engine_rollouts and not cfg.use_vllm:
+        from stepjudge.train.engine_rollouts import with_engine_rollouts
+
+        trainer_cls = with_engine_rollouts(trainer_cls)
     funcs = list(reward_funcs) if reward_funcs is not None else resolve_rewards(cfg.rewards)
     if not funcs:
         raise ValueError("no reward functions: set `rewards` in the config")
