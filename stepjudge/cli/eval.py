@@ -11,6 +11,7 @@ from stepjudge.cli.common import Command, CommandGroup
 if TYPE_CHECKING:
     from stepjudge.eval.judge_heldout import HeldoutEvalConfig
     from stepjudge.eval.processbench import ProcessBenchEvalConfig
+    from stepjudge.eval.self_verify_run import SelfVerifyConfig
 
 DESCRIPTION = """\
 Evaluate a judge on ProcessBench (3,400 solutions with the index of their first wrong step).
@@ -42,6 +43,30 @@ example:
   stepjudge eval judge --judge runs/judge-rl/final --data runs/judge-data/heldout.jsonl \\
       --response-prefix '\\boxed{' --probabilities --calibrate-on runs/judge-data/train.jsonl --out runs/ev
 """
+
+
+SELF_VERIFY_DESCRIPTION = """\
+Score a policy's last-token self-reward (LaSeR) on its own solutions: sample -n solutions per problem,
+grade them, and read r_s = beta_v (log pi(z_c | x, y, EOS) - c_ref) with one extra token per finished
+solution (the hf engine in-process, or prompt log-probs of a served model with --engine.kind openai).
+Reports accuracy, self-verification F1 (all responses, and "filtered": only those with an extractable
+answer; predicted correct iff r_s > --threshold), AUROC, ECE with calibration.png, and weighted
+majority vote vs majority vote vs pass@1 for k = 1, 2, 4, ... n in voting.png. Writes samples.jsonl,
+metrics.json and report.md to --out. c_ref defaults to the training run's c_ref.json.
+
+examples:
+  stepjudge eval self-verify --model runs/laser-cpu/final --out runs/laser-cpu/self-verify
+  stepjudge eval self-verify --model smollm2-135m --c-ref -16.75 -n 4 --arith.n 16 --out runs/sv-base
+"""
+
+
+def run_self_verify(config: SelfVerifyConfig, args: argparse.Namespace) -> int:
+    from stepjudge.eval.self_verify_run import run_self_verify as run
+
+    metrics = run(config)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("calibration",)}, indent=1))
+    print(f"report: {config.out}/report.md")
+    return 0
 
 
 def run_judge_eval(config: HeldoutEvalConfig, args: argparse.Namespace) -> int:
@@ -76,6 +101,8 @@ COMMANDS = (
             extra_flags=_score_flag),
     Command("judge", "judge accuracy and class-balanced F1 on held-out chunks", JUDGE_DESCRIPTION,
             "stepjudge.eval.judge_heldout:HeldoutEvalConfig", run_judge_eval),
+    Command("self-verify", "LaSeR self-verification: F1, AUROC, ECE and weighted voting of a policy's self-reward",
+            SELF_VERIFY_DESCRIPTION, "stepjudge.eval.self_verify_run:SelfVerifyConfig", run_self_verify),
 )
 
 VERBS = (CommandGroup("eval", "evaluate judges on benchmarks", COMMANDS),)

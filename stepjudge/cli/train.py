@@ -148,6 +148,31 @@ examples:
       --actor.model runs/actor-sft/final --out runs/critic-rl --stage1-steps 100 --stage2-steps 100
 """
 
+LASER_DESCRIPTION = """\
+LaSeR (last-token self-rewarding) policy RL on verifiable problems with TRL's GRPO: the reward r_v is 1
+for exactly one \\boxed{} answer the task grades correct; after each finished response the policy reads
+one reserved token z_c (written after the first EOS) whose log-prob gives the self-reward
+r_s = beta_v (log pi(z_c) - c_ref). A class-weighted MSE (alpha) pulls r_s towards r_v after w_r
+updates; after w_r + w_sr updates the advantages mix in the group-normalised self-reward (tau, with the
+group-std filter). --self-reward off trains plain GRPO with the same settings (the baseline).
+Defaults follow the paper: 8 samples per prompt, lr 1e-6, clip 0.2/0.2, beta_v = alpha = tau = T = 0.1.
+
+c_ref: a constant (--c-ref -23 for Qwen2.5-7B, -25 for OctoThinker-3B) or, unset, measured on the
+starting model into --out/c_ref.json. --calibrate only measures it: mean +- sd of log pi_ref(z_c | x, y)
+over --calibrate-pairs sampled pairs, printed and written to --out/c_ref.json.
+
+--out receives checkpoint-N/, final/, train_log.json and curves.png (reward, self-reward accuracy, mean
+r_s per class, MSE, share of groups filtered). Re-running the same command resumes. Score the model with
+'stepjudge eval self-verify'. Design, CPU result and GPU recipes: docs/laser.md.
+
+examples:
+  stepjudge train laser --config configs/laser_cpu.yaml --out runs/laser-cpu
+  stepjudge train laser --config configs/laser_cpu.yaml --out runs/grpo-cpu --self-reward off
+  stepjudge train laser --config configs/laser_cpu.yaml --out runs/laser-cpu --calibrate
+  accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml -m stepjudge.cli.main \\
+      train laser --config configs/laser_gpu_qwen7b.yaml --out runs/laser-qwen7b
+"""
+
 
 class JudgeDataCommand(JudgeDatasetConfig):
     """``stepjudge train judge-data``: the dataset builder's settings plus where to write the sets."""
@@ -195,6 +220,30 @@ def run_critic(config: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_laser(config: Any, args: argparse.Namespace) -> int:
+    if args.calibrate:
+        from pathlib import Path
+
+        from stepjudge.train.laser_run import calibrate_c_ref
+        from stepjudge.utils.io import atomic_write_json
+
+        measured = calibrate_c_ref(config)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(config.out) / "c_ref.json", measured)
+        print(f"log pi_ref(z_c | x, y) = {measured['mean']:.3f} +- {measured['sd']:.3f} over {measured['n']} "
+              f"pairs (z_c id {measured['z_c']}); written to {Path(config.out) / 'c_ref.json'}")
+        return 0
+    from stepjudge.train.laser_run import train_laser
+
+    return print_trained(train_laser(config))
+
+
+def _calibrate_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only measure c_ref (mean +- sd of log pi_ref(z_c | x, y)), print it and write "
+                             "--out/c_ref.json; a later run without --c-ref uses it")
+
+
 def run_judge_data(config: JudgeDataCommand, args: argparse.Namespace) -> int:
     from stepjudge.judge.dataset import build_judge_datasets, write_datasets
 
@@ -217,6 +266,8 @@ COMMANDS = (
             "stepjudge.train.judge_warmup:JudgeWarmupConfig", run_judge_warmup),
     Command("disc-sft", 'SFT a discriminative "+"/"-" stepwise judge (baseline)', DISC_SFT_DESCRIPTION,
             "stepjudge.train.disc_sft:DiscSFTConfig", run_disc_sft),
+    Command("laser", "LaSeR: GRPO with last-token self-rewarding (or the plain GRPO baseline)",
+            LASER_DESCRIPTION, "stepjudge.train.laser_run:LaserConfig", run_laser, extra_flags=_calibrate_flag),
     Command("judge-data", "annotations -> balanced judge train/held-out sets", JUDGE_DATA_DESCRIPTION,
             "stepjudge.cli.train:JudgeDataCommand", run_judge_data),
     Command("critic", "Critique-RL: train a critic in two RL stages (RLOO)", CRITIC_DESCRIPTION,

@@ -16,6 +16,9 @@ any dataset that has a ``label`` column, and with plain-text or conversational c
   the paper does not say (§1(g) of our spec), and anything higher would pay the judge for dodging.
 * :func:`format_penalty_reward`: the no-CoT ablation's extra term (App. A.4): -1 unless the whole
   output is one boxed verdict, so the judge cannot smuggle reasoning into a "verdict only" answer.
+* :func:`verifiable_reward` / :class:`VerifiableReward`: the RLVR reward r_v in {0, 1} of policy
+  training (LaSeR): exactly one ``\\boxed{}`` (the released code's format check), graded by the
+  row's task against the row's ``answer``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stepjudge.grading.extract import extract_verdict
+from stepjudge.grading.extract import extract_verdict, iter_boxed
 
-__all__ = ["RewardFunc", "canonical_label", "completion_text", "format_penalty_reward", "register_reward",
+__all__ = ["RewardFunc", "VerifiableReward", "canonical_label", "verifiable_reward", "completion_text", "format_penalty_reward", "register_reward",
            "registered_rewards", "resolve_reward", "resolve_rewards", "unregister_reward", "verdict_reward"]
 
 RewardFunc = Callable[..., list[float]]
@@ -158,3 +161,58 @@ def format_penalty_reward(prompts: Sequence[Any], completions: Sequence[Any], **
     prefixes = kwargs.get("response_prefix") or [""] * len(completions)
     return [0.0 if _VERDICT_ONLY_RE.fullmatch(pre + completion_text(c)) else -1.0
             for pre, c in zip(prefixes, completions, strict=True)]
+
+
+class VerifiableReward:
+    """r_v in {0, 1}: 1 iff the completion has exactly one ``\\boxed{}`` and the row's task grades it correct.
+
+    Rows carry ``answer`` (the reference) and ``task`` (a ``problems:`` source such as ``arith``; the
+    task decides how answers are compared). The object holds one :class:`~stepjudge.grading.Grader`
+    (its math-verify worker lives as long as the object; :meth:`close` it, or use ``with``).
+    """
+
+    __name__ = "verifiable"
+
+    def __init__(self, grade_timeout_s: float = 5.0) -> None:
+        self.grade_timeout_s = grade_timeout_s
+        self._grader: Any = None
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str],
+                 task: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
+        from stepjudge.data.records import Problem
+        from stepjudge.grading import Grader
+        from stepjudge.tasks import get_task
+
+        if self._grader is None:
+            self._grader = Grader(timeout_s=self.grade_timeout_s)
+        texts = [completion_text(c) for c in completions]
+        sources = list(task) if task is not None else ["arith"] * len(texts)
+        out = [0.0] * len(texts)
+        by_task: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            if len(iter_boxed(text)) == 1:
+                by_task.setdefault(sources[i], []).append(i)
+        for source, rows in by_task.items():
+            pairs = [(texts[i], Problem(id=str(i), problem="", answer=str(answer[i]), source=source)) for i in rows]
+            for i, result in zip(rows, get_task(source).grade(self._grader, pairs), strict=True):
+                out[i] = 1.0 if result.correct else 0.0
+        return out
+
+    def close(self) -> None:
+        if self._grader is not None:
+            self._grader.close()
+            self._grader = None
+
+    def __enter__(self) -> VerifiableReward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@register_reward("verifiable")
+def verifiable_reward(prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str],
+                      task: Sequence[str] | None = None, **kwargs: Any) -> list[float]:
+    """:class:`VerifiableReward` with a grader for this call only (training holds one for the run)."""
+    with VerifiableReward() as reward:
+        return reward(prompts, completions, answer, task)
