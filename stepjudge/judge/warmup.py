@@ -23,6 +23,7 @@ Variants (``WarmupConfig.variant``):
 
       Expected: 3 + 1 = 4, 4 + 9 = 13.
       The step says: 5 + 9 = 14.
+      Match: no.
       Verdict: \\boxed{Negative}
 
   This is a teacher-written analysis (the CPU analogue of the stronger-model rationales judge papers
@@ -203,6 +204,7 @@ COMPACT_REFERENCE_TEMPLATE = (
     "Check the new step of a math solution. A step with no calculation is right.\n"
     "Write: Expected: <the problem's calculations up to the one the new step should do>.\n"
     "Then write: The step says: <its calculation>.\n"
+    "Then write: Match: yes if they are the same, no if not.\n"
     "Then write: Verdict: \\boxed{{Positive}} if the step is right, \\boxed{{Negative}} if it has a mistake.\n\n"
     "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}")
 COMPACT_VERDICT_ONLY_TEMPLATE = (

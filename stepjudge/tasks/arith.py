@@ -134,7 +134,12 @@ def parse_problem(text: str) -> tuple[list[list[Any]], list[int]] | None:
 
 def reference_check(problem: str, history: Sequence[str], chunk: str) -> str | None:
     """``Expected: 3 + 1 = 4, 4 + 9 = 13.`` -- the problem's own calculations up to the one the chunk
-    should do (operations done = equations in the earlier steps), then ``The step says: ...``.
+    should do (operations done = equations in the earlier steps), then ``The step says: ...`` and
+    ``Match: yes|no`` (are the step's calculations, as written, the expected ones?).
+
+    Why the explicit ``Match`` line: a small judge taught only the two lines copies them well and then
+    still answers from the label prior -- it computes but does not compare. The comparison is exact
+    (it needs no label), so it is taught noise-free; the verdict after it still comes from the label.
 
     None when the text is not an arith problem or the chunk computes nothing (no check to write).
     """
@@ -147,8 +152,10 @@ def reference_check(problem: str, history: Sequence[str], chunk: str) -> str | N
     upto = min(done + len(claims), len(ops))
     expected = [f"{values[i]} {OPS[op][1]} {b} = {values[i + 1]}" for i, (op, b) in enumerate(ops[:upto])]
     first = f"Expected: {', '.join(expected)}." if done < len(ops) else "Expected: no calculation is left."
-    says = ", ".join(f"{x} {sym} {y} = {z}" for x, sym, y, z in _EQUATION.findall(chunk.replace("−", "-")))
-    return f"{first}\nThe step says: {says}."
+    said = [f"{x} {sym} {y} = {z}" for x, sym, y, z in _EQUATION.findall(chunk.replace("−", "-"))]
+    # the step's claims against the expected calculations of the same operations, as written
+    match = done + len(said) <= len(ops) and said == expected[done:done + len(said)]
+    return f"{first}\nThe step says: {', '.join(said)}.\nMatch: {'yes' if match else 'no'}."
 
 
 # Downstream stages (Chunk-Reset, best-of-N) draw their problems with this much added to the seed,

@@ -74,8 +74,8 @@ def test_reference_variant_writes_the_tasks_check_then_the_label():
     rows = [r for r in _rows() if r["problem_id"] == "p2"]
     built = build_warmup_rows(rows, WarmupConfig(variant="reference", balance=False), heldout=[])["rows"]
     assert [_text(r) for r in built] == [
-        "Expected: 13 + 3 = 16.\nThe step says: 13 + 2 = 15.\nVerdict: \\boxed{Positive}",
-        "Expected: no calculation is left.\nThe step says: 15 + 3 = 19.\nVerdict: \\boxed{Negative}"]
+        "Expected: 13 + 3 = 16.\nThe step says: 13 + 2 = 15.\nMatch: no.\nVerdict: \\boxed{Positive}",
+        "Expected: no calculation is left.\nThe step says: 15 + 3 = 19.\nMatch: no.\nVerdict: \\boxed{Negative}"]
     content = built[0]["prompt"][0]["content"]
     assert content.startswith("Check the new step") and "Write: Expected:" in content
     assert content.endswith("New step: 13 + 2 = 15")

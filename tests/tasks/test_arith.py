@@ -77,15 +77,15 @@ def test_reference_check_writes_the_expected_step_from_the_problem():
     from stepjudge.tasks.arith import reference_check
 
     problem = "Start with 3. Add 1. Add 9."
-    assert reference_check(problem, [], "3 + 1 = 4") == "Expected: 3 + 1 = 4.\nThe step says: 3 + 1 = 4."
+    assert reference_check(problem, [], "3 + 1 = 4") == "Expected: 3 + 1 = 4.\nThe step says: 3 + 1 = 4.\nMatch: yes."
     # a wrong operand carried over from a wrong first step shows against the problem's own running value
     assert reference_check(problem, ["3 + 2 = 5"], "<chunk>5 + 9 = 14</chunk>") == (
-        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 5 + 9 = 14.")
+        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 5 + 9 = 14.\nMatch: no.")
     # two claims in one chunk are checked against two operations
     assert reference_check(problem, [], "3 + 1 = 4 and 4 + 9 = 13") == (
-        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 3 + 1 = 4, 4 + 9 = 13.")
+        "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 3 + 1 = 4, 4 + 9 = 13.\nMatch: yes.")
     assert reference_check(problem, ["3 + 1 = 4", "4 + 9 = 13"], "13 + 1 = 14") == (
-        "Expected: no calculation is left.\nThe step says: 13 + 1 = 14.")
+        "Expected: no calculation is left.\nThe step says: 13 + 1 = 14.\nMatch: no.")
     assert reference_check(problem, [], "So we add them.") is None          # nothing to check
     assert reference_check("What is 2 + 2?", [], "2 + 2 = 4") is None       # not an arith problem
     assert get_task("arith").reference_check(problem, [], "3 + 1 = 4") == reference_check(problem, [], "3 + 1 = 4")
