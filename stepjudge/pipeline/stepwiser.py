@@ -253,14 +253,16 @@ def _sizes(result: Mapping | None) -> str:
 
 def _warmup_judge_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
     """Untrained -> after the SFT warm-up -> after RL, on the same held-out chunks (the RL start is its
-    own column only when it was scored differently from the warm-up's end)."""
+    own column only when it was scored differently from the warm-up's end; metrics no column has are
+    left out)."""
     w_before, w_after = results.get("judge_warmup_before"), results.get("judge_warmup_after")
     before, after = results.get("judge_before"), results.get("judge_after")
     columns = [("untrained", w_before), ("after warm-up", w_after)]
     if before and not _same_scores(before, w_after):
         columns.append(("RL start", before))
     columns.append(("after RL", after))
-    rows = [[name, *(fmt_key(dig(r, k), k) for _, r in columns)] for k, name in _JUDGE_ROWS]
+    rows = [[name, *(fmt_key(dig(r, k), k) for _, r in columns)] for k, name in _JUDGE_ROWS
+            if any(dig(r, k) is not None for _, r in columns)]  # e.g. no AUROC or cut for a CoT judge
     rows.append(["held-out chunks (Positive / Negative)", *(_sizes(r) for _, r in columns)])
     ref = next(r for r in (w_before, w_after, before, after) if r)
     sft = dig(results.get("judge_warmup_data"), "after_balance")
