@@ -13,17 +13,19 @@ if TYPE_CHECKING:
 
 DESCRIPTION = """\
 Run the StepWiser loop from one YAML: annotate (sample solutions, Monte-Carlo rollouts, chunk labels)
--> judge_data (judge prompts, balanced train split, held-out split by problem) -> judge (GRPO, with
-held-out scores before and after) -> processbench (a ProcessBench slice, base vs trained judge) ->
-chunk_reset (Chunk-Reset reasoning vs the policy alone) -> best_of_n (judge best-of-N and weighted
-voting vs majority voting) -> report (report.html + report.md with every stage's tables and plots).
+-> judge_data (judge prompts, balanced train split, held-out split by problem) -> judge_warmup (only
+with a judge_warmup: section: SFT in the judge's own format; the judge then starts from it and every
+later stage asks it the warm-up's way) -> judge (GRPO, with held-out scores before and after) ->
+processbench (a ProcessBench slice, base vs trained judge) -> chunk_reset (Chunk-Reset reasoning vs
+the policy alone) -> best_of_n (judge best-of-N and weighted voting vs majority voting) -> report
+(report.html + report.md with every stage's tables and plots).
 
 Everything goes into one run folder (`out:` in the YAML, or --out). Top-level keys have flags
 (--out, --policy, --stages, --engine.kind, ...); the stage sections are set in the YAML. A stage whose output already
 exists is skipped, so re-running the same command after a crash continues where it stopped, and
 `--stages report` rebuilds only the report. Stage sections of the YAML take the options of the
-stage's own command (stepjudge annotate / train judge-data / train judge / eval processbench /
-solve / rerank); the pipeline fills in the paths between them.
+stage's own command (stepjudge annotate / train judge-data / train judge-warmup / train judge /
+eval processbench / solve / rerank); the pipeline fills in the paths between them.
 """
 
 EPILOG = """\

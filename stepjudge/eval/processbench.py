@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepjudge.data.records import ProcessBenchCase
 from stepjudge.engines.base import Engine, SamplingParams
@@ -37,6 +37,7 @@ from stepjudge.grading.extract import extract_int_boxed, extract_verdict
 from stepjudge.judge.prompts import critic_messages, prm_messages, stepwise_judge_messages
 from stepjudge.judge.scoring import prefill_answer
 from stepjudge.judge.verdicts import majority_index, majority_verdict, parse_prm_verdict
+from stepjudge.judge.warmup import WarmupConfig, warmup_prompt
 from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
 from stepjudge.utils.runfolder import check_or_write_run_json
 
@@ -46,7 +47,7 @@ Protocol = Literal["critic", "stepwise", "prm"]
 DEFAULT_MAX_TOKENS = {"critic": 2048, "stepwise": 512, "prm": 4}
 # Settings that change results: a run folder may only be resumed with the same values.
 _RESUME_KEYS = ("judge", "protocol", "votes", "temperature", "top_p", "max_tokens", "seed", "unparsed_as",
-                "judge_prompt", "response_prefix")
+                "judge_prompt", "response_prefix", "prompt_from_warmup")
 
 
 class ProcessBenchEvalConfig(BaseModel):
@@ -77,7 +78,17 @@ class ProcessBenchEvalConfig(BaseModel):
     response_prefix: str = Field(
         "", description="stepwise protocol: pre-filled start of the judge's answer, e.g. '\\boxed{' for the "
                         "verdict-only judge (hf engine: the chat is rendered locally and continued)")
+    prompt_from_warmup: WarmupConfig | None = Field(
+        None, description="stepwise protocol: ask the judge as this warm-up did (its `prompt` and `variant`, e.g. "
+                          "compact + reference; `train judge-warmup`); overrides judge_prompt. None = judge_prompt")
     out: str = Field("runs/processbench", description="run folder (resumable)")
+
+    @model_validator(mode="after")
+    def _warmup_prompt_is_written(self) -> ProcessBenchEvalConfig:
+        if self.prompt_from_warmup is not None and self.prompt_from_warmup.prompt == "keep":
+            raise ValueError("prompt_from_warmup.prompt 'keep' keeps a judge row's prompt; ProcessBench has no "
+                             "judge rows (use judge_prompt, or a warm-up prompt 'compact' / 'full')")
+        return self
 
     def resolved(self) -> ProcessBenchEvalConfig:
         """Fill protocol-dependent defaults so the run folder records the values actually used."""
@@ -120,11 +131,15 @@ class _CaseState:
                 "seconds": round(time.perf_counter() - self.started, 3), "judgements": self.steps_log}
 
 
-def _prompt_for(state: _CaseState, protocol: Protocol, judge_prompt: str = "stepwise"):
+def _prompt_for(state: _CaseState, protocol: Protocol, judge_prompt: str = "stepwise",
+                warmup: WarmupConfig | None = None):
     c = state.case
     if protocol == "critic":
         return critic_messages(c.problem, c.steps)
     if protocol == "stepwise":
+        if warmup is not None:
+            return warmup_prompt({"problem": c.problem, "history": list(c.steps[:state.step]),
+                                  "chunk": c.steps[state.step]}, warmup)
         if judge_prompt == "no-cot":
             from stepjudge.judge.dataset import stepwise_verdict_only_messages
 
@@ -260,7 +275,7 @@ class ProcessBenchRun:
             while queue or live:
                 while queue and len(live) < cfg.batch_size:
                     live.append(_CaseState(queue.popleft()))
-                prompts = [_prompt_for(s, cfg.protocol, cfg.judge_prompt) for s in live]
+                prompts = [_prompt_for(s, cfg.protocol, cfg.judge_prompt, cfg.prompt_from_warmup) for s in live]
                 prefix = cfg.response_prefix if cfg.protocol == "stepwise" else ""
                 prompts = prefill_answer(engine, prompts, prefix)
                 results = engine.generate(prompts, params)

@@ -59,7 +59,9 @@ class Stage:
     ``decides_results`` marks sections that may not change under a finished run folder. ``results``
     reads the stage's outputs into ``results.json`` entries, ``tables`` turns those entries into report
     sections and ``headline`` into summary-plot panels. ``runs_last`` keeps a stage after every stage
-    registered later (the report).
+    registered later (the report). An ``optional`` stage is off unless its YAML section is given (or
+    it is named in ``stages``): it is left out of the default ``stages`` and, when off, has no section
+    (:meth:`PipelineConfig.has_section` is False), so other stages can ask whether it is part of the run.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Stage:
     tables: Callable[[Mapping[str, Any], Path], list[Table]] | None = None
     headline: Callable[[Mapping[str, Any]], Panels] | None = None
     runs_last: bool = False
+    optional: bool = False
 
     def is_done(self, out: Path) -> bool:
         return bool(self.done) and all((Path(out) / p).exists() for p in self.done)
@@ -179,9 +182,13 @@ class PipelineConfig(BaseModel):
         registry = _registry_of(info)
         data = dict(data)
         shaped = {k: data.pop(k) for k in list(data) if k in cls.model_fields}
-        shaped.setdefault("stages", list(registry.names()))
+        named = shaped.get("stages")
+        named = named if isinstance(named, list) else []
+        # an optional stage is on when its section is given or it is named in `stages`
+        on = {s.name for s in registry if not s.optional or s.name in data or s.name in named}
+        shaped.setdefault("stages", [n for n in registry.names() if n in on])
         for stage in registry:
-            if stage.section_help is not None:
+            if stage.section_help is not None and stage.name in on:
                 section = data.pop(stage.name, None)
                 section = stage.section_default() if section is None else section
                 if not isinstance(section, Mapping):
@@ -217,6 +224,10 @@ class PipelineConfig(BaseModel):
     def section(self, stage: str) -> dict[str, Any]:
         """A stage's YAML section (its command's options as written)."""
         return (self.model_extra or {})[stage]
+
+    def has_section(self, stage: str) -> bool:
+        """Whether ``stage``'s section is part of this config (False for an optional stage that is off)."""
+        return stage in (self.model_extra or {})
 
     def option(self, name: str) -> Any:
         """A stage-owned top-level option (e.g. chunk_reset's ``calibrated_threshold``)."""

@@ -5,6 +5,8 @@ stage          what                                    done when
 ============== ======================================= =========================================
 annotate       sample K solutions, MC rollouts, labels annotate/report.json
 judge_data     judge prompts, balanced train, held-out judge_data/stats.json
+judge_warmup   optional: SFT warm-up in the judge's    judge_warmup/final/ and warmup_stats.json
+               own format, held-out before/after
 judge          GRPO judge + held-out before/after      judge/report.md and judge/final/
 processbench   ProcessBench slice, base vs trained     processbench_{before,after}/summary.json
 chunk_reset    Chunk-Reset vs the same policy alone    chunk_reset/summary.json
@@ -17,6 +19,14 @@ the keys of the stage's own command (``stepjudge annotate``, ``train judge-data`
 ``eval processbench``, ``solve``, ``rerank``); the builders below fill in the paths that connect the
 stages and the shared policy/engine. Builders run when the pipeline config is loaded, so a typo fails
 before an hour of annotation, not after it.
+
+``judge_warmup`` runs only when the YAML has a ``judge_warmup:`` section (``train judge-warmup``
+options). Then the judge is asked the warm-up's way everywhere: ``judge`` starts from
+``judge_warmup/final`` with ``prompt_from_warmup`` set to the warm-up's ``warmup`` settings, and
+processbench (``prompt_from_warmup``), chunk_reset, best_of_n and selection (``judge_spec.warmup``;
+a CoT judge is read with ``score: reasoned-prob``) use the same prompt. A section's own
+``model`` / ``prompt_from_warmup`` / ``judge_spec`` keys still win. Without the section every stage
+behaves as before.
 """
 
 from __future__ import annotations
@@ -36,12 +46,32 @@ from stepjudge.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["judge_prompt", "response_prefix", "judge_spec", "ChunkResetOptions"]
+__all__ = ["judge_prompt", "response_prefix", "judge_spec", "warmup_settings", "ChunkResetOptions"]
 
 
 # ------------------------------------------------------------------ derived settings
+def warmup_settings(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The judge_warmup stage's ``warmup`` settings (``WarmupConfig`` fields), or None when it is off."""
+    if not cfg.has_section("judge_warmup"):
+        return None
+    from stepjudge.judge.warmup import WarmupConfig
+
+    return WarmupConfig(**cfg.section("judge_warmup").get("warmup", {})).model_dump()
+
+
+def _asked_as_warmup(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The warm-up settings that rewrite the judge's prompt (None: off, or ``prompt: keep``, whose
+    prompt is the judge data's own and so already the one asked)."""
+    warm = warmup_settings(cfg)
+    return warm if warm is not None and warm["prompt"] != "keep" else None
+
+
 def judge_prompt(cfg: PipelineConfig) -> str:
-    """The judge's prompt follows the judge data's format (verdict-only or reasoning)."""
+    """The judge's prompt follows the warm-up's variant when it rewrites the prompt, else the judge
+    data's format (verdict-only or reasoning)."""
+    warm = _asked_as_warmup(cfg)
+    if warm is not None:
+        return "no-cot" if warm["variant"] == "verdict" else "stepwise"
     return "no-cot" if cfg.section("judge_data").get("format", "generative") == "no-cot" else "stepwise"
 
 
@@ -50,14 +80,24 @@ def response_prefix(cfg: PipelineConfig) -> str:
     return cfg.section("judge").get("response_prefix", "\\boxed{" if judge_prompt(cfg) == "no-cot" else "")
 
 
+def _judge_max_tokens(cfg: PipelineConfig) -> int:
+    """A reasoning judge writes as long as it was trained to (the judge's max_completion_length)."""
+    return int(cfg.section("judge").get("max_completion_length", 3096))
+
+
 def judge_spec(cfg: PipelineConfig) -> dict[str, Any]:
     """How the downstream stages read the trained judge (``JudgeSpec`` fields)."""
     prefix = response_prefix(cfg)
+    warm = _asked_as_warmup(cfg)
     if prefix:  # verdict-only judge: P(Positive) from the verdict token after the prefix
-        return {"prompt": judge_prompt(cfg), "response_prefix": prefix, "score": "token-prob"}
-    # a reasoning judge: greedy, as long as it was trained to write (one vote; raise votes for shares)
-    return {"prompt": judge_prompt(cfg), "response_prefix": "", "score": "votes", "votes": 1,
-            "temperature": 0.0, "max_tokens": int(cfg.section("judge").get("max_completion_length", 3096))}
+        spec = {"prompt": judge_prompt(cfg), "response_prefix": prefix, "score": "token-prob"}
+    elif warm is not None:  # a warmed-up CoT judge: greedy reasoning, then P(Positive) at its verdict token
+        spec = {"prompt": judge_prompt(cfg), "response_prefix": "", "score": "reasoned-prob",
+                "max_tokens": _judge_max_tokens(cfg)}
+    else:  # a reasoning judge: greedy, as long as it was trained to write (one vote; raise votes for shares)
+        spec = {"prompt": judge_prompt(cfg), "response_prefix": "", "score": "votes", "votes": 1,
+                "temperature": 0.0, "max_tokens": _judge_max_tokens(cfg)}
+    return spec if warm is None else {**spec, "warmup": warm}
 
 
 # ------------------------------------------------------------------ stage configs
@@ -75,11 +115,24 @@ def _judge_data_cfg(cfg: PipelineConfig, out: Path):
                                  "annotations": str(out / "annotate" / "annotations.jsonl")})
 
 
+def _judge_warmup_cfg(cfg: PipelineConfig, out: Path):
+    from stepjudge.train.judge_warmup import JudgeWarmupConfig
+
+    data = out / "judge_data"
+    return JudgeWarmupConfig(**{"model": cfg.judge_base or cfg.policy, "heldout_data": str(data / "heldout.jsonl"),
+                                **cfg.section("judge_warmup"), "train_data": str(data / "train.jsonl"),
+                                "out": str(out / "judge_warmup")})
+
+
 def _judge_cfg(cfg: PipelineConfig, out: Path):
     from stepjudge.train.judge import JudgeRLConfig
 
     data = out / "judge_data"
-    return JudgeRLConfig(**{"model": cfg.judge_base or cfg.policy, "response_prefix": response_prefix(cfg),
+    start: dict[str, Any] = {"model": cfg.judge_base or cfg.policy}
+    warm = warmup_settings(cfg)
+    if warm is not None:  # RL starts from the warmed-up judge and asks it as the warm-up did
+        start = {"model": str(out / "judge_warmup" / "final"), "prompt_from_warmup": warm}
+    return JudgeRLConfig(**{**start, "response_prefix": response_prefix(cfg),
                             "heldout_data": str(data / "heldout.jsonl"), **cfg.section("judge"),
                             "train_data": str(data / "train.jsonl"), "out": str(out / "judge")})
 
@@ -89,7 +142,11 @@ def _processbench_cfgs(cfg: PipelineConfig, out: Path):
 
     prefix = response_prefix(cfg)
     base = {"protocol": "stepwise", "judge_prompt": judge_prompt(cfg), "response_prefix": prefix,
-            "max_tokens": 4 if prefix else None, "engine": cfg.engine.model_dump(), **cfg.section("processbench")}
+            "max_tokens": 4 if prefix else None, "engine": cfg.engine.model_dump()}
+    warm = _asked_as_warmup(cfg)
+    if warm is not None:  # the base and the trained judge are both asked the warm-up's way
+        base.update(prompt_from_warmup=warm, max_tokens=4 if prefix else _judge_max_tokens(cfg))
+    base.update(cfg.section("processbench"))
     before = cfg.judge_base or cfg.policy
     after = str(out / "judge" / "final")
     return (ProcessBenchEvalConfig(**{**base, "judge": before, "out": str(out / "processbench_before")}),
@@ -175,7 +232,51 @@ _JUDGE_ROWS = (("accuracy", "accuracy (%)"), ("acc_positive", "acc. Positive chu
                ("calibrated.accuracy", "accuracy at that cut (%)"))
 
 
+def _warmup_results(out: Path) -> dict[str, Any]:
+    """The warm-up's held-out scores and SFT row counts; no entries when the stage is not part of the run."""
+    folder = out / "judge_warmup"
+    if not folder.exists():
+        return {}
+    return {"judge_warmup_before": _strip(load_json(folder / "eval_before.json")),
+            "judge_warmup_after": _strip(load_json(folder / "eval_after.json")),
+            "judge_warmup_data": load_json(folder / "warmup_stats.json")}
+
+
+def _same_scores(a: Mapping | None, b: Mapping | None) -> bool:
+    return bool(a and b) and all(dig(a, k) == dig(b, k) for k in ("n", "n_positive", "n_negative",
+                                                                   *(k for k, _ in _JUDGE_ROWS)))
+
+
+def _sizes(result: Mapping | None) -> str:
+    return "n/a" if not result else f"{result['n']} ({result['n_positive']} / {result['n_negative']})"
+
+
+def _warmup_judge_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    """Untrained -> after the SFT warm-up -> after RL, on the same held-out chunks (the RL start is its
+    own column only when it was scored differently from the warm-up's end; metrics no column has are
+    left out)."""
+    w_before, w_after = results.get("judge_warmup_before"), results.get("judge_warmup_after")
+    before, after = results.get("judge_before"), results.get("judge_after")
+    columns = [("untrained", w_before), ("after warm-up", w_after)]
+    if before and not _same_scores(before, w_after):
+        columns.append(("RL start", before))
+    columns.append(("after RL", after))
+    rows = [[name, *(fmt_key(dig(r, k), k) for _, r in columns)] for k, name in _JUDGE_ROWS
+            if any(dig(r, k) is not None for _, r in columns)]  # e.g. no AUROC or cut for a CoT judge
+    rows.append(["held-out chunks (Positive / Negative)", *(_sizes(r) for _, r in columns)])
+    ref = next(r for r in (w_before, w_after, before, after) if r)
+    sft = dig(results.get("judge_warmup_data"), "after_balance")
+    trained_on = (f"{sft['total']} SFT rows, {sft['positive']} Positive / {sft['negative']} Negative"
+                  if sft else "SFT rows n/a")
+    title = (f"Judge on held-out chunks ({ref['n']}: {ref['n_positive']} Positive / {ref['n_negative']} Negative): "
+             f"untrained, after the warm-up ({trained_on}), after RL")
+    imgs = [p for p in ("judge_warmup/curves.png", "judge/curves.png") if (out / p).exists()]
+    return [(title, ["metric", *(name for name, _ in columns)], rows, imgs)]
+
+
 def _judge_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
+    if results.get("judge_warmup_before") or results.get("judge_warmup_after"):
+        return _warmup_judge_tables(results, out)
     before, after = results["judge_before"], results["judge_after"]
     if not (before or after):
         return []
@@ -188,6 +289,16 @@ def _judge_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
 
 
 def _judge_headline(results: Mapping[str, Any]) -> Panels:
+    if results.get("judge_warmup_before") or results.get("judge_warmup_after"):
+        bars = {k: v for k, v in (("untrained", results.get("judge_warmup_before")),
+                                  ("warm-up", results.get("judge_warmup_after")),
+                                  ("after RL", results.get("judge_after"))) if v}
+        if len(bars) < 2:
+            return {}
+        panels = {"held-out judge balanced F1": {k: v.get("balanced_f1") or 0.0 for k, v in bars.items()}}
+        if all(v.get("auroc") is not None for v in bars.values()):
+            panels["held-out judge AUROC"] = {k: v["auroc"] for k, v in bars.items()}
+        return panels
     b, a = results["judge_before"], results["judge_after"]
     if not (b and a):
         return {}
@@ -238,7 +349,7 @@ def _chunk_reset_tables(results: Mapping[str, Any], out: Path) -> list[Table]:
     header = ["metric", *(_CR_NAMES.get(m, m) for m in methods)]
     spec = cr.get("judge_spec") or {}
     rows = []
-    if spec.get("score") == "token-prob":
+    if spec.get("score") in ("token-prob", "reasoned-prob"):
         rows.append(["judge rejects when P(Positive) <",
                      *(fmt_key(spec.get("threshold"), "threshold") if m == "chunk_reset" else "" for m in methods)])
     for key, name in _CR_ROWS:
@@ -329,6 +440,39 @@ def _run_judge_data(ctx: StageContext) -> None:
 
 
 @register_stage(
+    "judge_warmup", build=_judge_warmup_cfg, optional=True, decides_results=True,
+    done=("judge_warmup/final/model.safetensors", "judge_warmup/summary.json"),
+    section_help="`stepjudge train judge-warmup` options (optional: the stage runs when this section is given; "
+                 "model, train/held-out data and out are filled in); the judge then starts from its final model "
+                 "and every later stage asks it the warm-up's way",
+    results=_warmup_results)
+def _run_judge_warmup(ctx: StageContext) -> None:
+    from stepjudge.train.judge_warmup import train_judge_warmup
+
+    cfg = _judge_warmup_cfg(ctx.config, ctx.out)
+    final = train_judge_warmup(cfg)  # held-out scores (if on) are written before it returns
+    atomic_write_json(ctx.out / "judge_warmup" / "summary.json",
+                      {"final": str(final), "warmup": cfg.warmup.model_dump(), "scored_heldout": cfg.score_heldout})
+
+
+def _reuse_warmup_scores(cfg: PipelineConfig, out: Path) -> None:
+    """The RL judge starts from the warm-up's final model; when RL would score it on the held-out rows
+    exactly as the warm-up's own after-scoring did (same rows, prompt, greedy token budget, seed and
+    device, no pre-filled answer), its ``eval_before.json`` is that file: one held-out pass, not two."""
+    if not cfg.has_section("judge_warmup"):
+        return
+    warm, judge = _judge_warmup_cfg(cfg, out), _judge_cfg(cfg, out)
+    source, target = Path(warm.out) / "eval_after.json", Path(judge.out) / "eval_before.json"
+    same = (warm.score_heldout and judge.model == str(Path(warm.out) / "final")
+            and judge.heldout_data == warm.heldout_data and judge.prompt_from_warmup == warm.warmup
+            and not judge.response_prefix and judge.heldout_max_tokens == warm.sample_max_tokens
+            and judge.seed == warm.seed and judge.use_cpu == warm.use_cpu)
+    if same and source.exists() and not target.exists():
+        log.info("pipeline: the RL judge's start is scored already (%s)", source)
+        atomic_write_json(target, json.loads(source.read_text()))
+
+
+@register_stage(
     "judge", build=_judge_cfg, done=("judge/report.md", "judge/final/model.safetensors"), decides_results=True,
     section_help="`stepjudge train judge` options",
     results=lambda out: {"judge_before": _strip(load_json(out / "judge" / "eval_before.json")),
@@ -337,6 +481,7 @@ def _run_judge_data(ctx: StageContext) -> None:
 def _run_judge(ctx: StageContext) -> None:
     from stepjudge.train.judge import train_judge
 
+    _reuse_warmup_scores(ctx.config, ctx.out)
     train_judge(_judge_cfg(ctx.config, ctx.out))
 
 

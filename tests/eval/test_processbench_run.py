@@ -171,3 +171,29 @@ def test_verdict_only_judge_gets_its_prompt_and_prefilled_answer(tmp_path):
     assert "Reply with only \\boxed{Positive}" in first and "4 + 3 = 7" in first
     rec = json.loads((Path(run.out) / "predictions.jsonl").read_text().splitlines()[0])
     assert all(o.startswith("\\boxed{") for j in rec["judgements"] for o in j["outputs"])
+
+
+def test_a_warmed_up_judge_is_asked_with_its_warmup_prompt_step_by_step(tmp_path):
+    from stepjudge.engines.hf import HFEngine
+    from stepjudge.judge.warmup import compact_judge_messages
+
+    class Recording(HFEngine):
+        seen: list = []
+
+        def generate(self, prompts, params):
+            self.seen.extend(prompts)
+            return super().generate(prompts, params)
+
+    engine = Recording("tiny-random")
+    case = ProcessBenchCase(id="gsm8k-z", subset="gsm8k", generator="g", problem="Start with 4. Add 3. Add 5.",
+                            steps=["4 + 3 = 7", "7 + 5 = 12"], label=-1, final_answer_correct=True)
+    warm = {"variant": "reference", "prompt": "compact"}
+    run = ProcessBenchRun(_cfg(tmp_path, prompt_from_warmup=warm, judge_prompt="no-cot", max_tokens=2),
+                          engine=engine, cases=[case], progress=False)
+    run.run()  # a random judge writes no verdict: unparsed counts as Positive, so both steps are judged
+    assert engine.seen == [compact_judge_messages(case.problem, [], "4 + 3 = 7", reference=True),
+                           compact_judge_messages(case.problem, ["4 + 3 = 7"], "7 + 5 = 12", reference=True)]
+    saved = json.loads((Path(run.out) / "run.json").read_text())["config"]["prompt_from_warmup"]
+    assert (saved["variant"], saved["prompt"]) == ("reference", "compact")
+    with pytest.raises(ValueError, match="keep"):
+        _cfg(tmp_path, prompt_from_warmup={"prompt": "keep"})

@@ -11,6 +11,7 @@ from stepjudge.pipeline.stepwiser import (
     _chunk_reset_cfg,
     _judge_cfg,
     _judge_data_cfg,
+    _judge_warmup_cfg,
     _processbench_cfgs,
 )
 from stepjudge.train.judge import batch_plan
@@ -25,20 +26,34 @@ def _load(name: str) -> PipelineConfig:
 def test_quickstart_wires_every_stage_to_the_previous_ones():
     cfg = _load("pipeline_quickstart.yaml")
     out = Path(cfg.out)
+    assert cfg.stages == ["annotate", "judge_data", "judge_warmup", "judge", "processbench", "chunk_reset",
+                          "best_of_n", "selection", "report"]
     ann = _annotate_cfg(cfg, out)
     assert ann.out == str(out / "annotate") and ann.policy == "smollm2-135m" and ann.engine.num_threads == 2
+    assert (ann.arith.n, ann.samples_per_problem, ann.rollouts) == (48, 4, 4)
     data = _judge_data_cfg(cfg, out)
-    assert data.annotations == str(out / "annotate" / "annotations.jsonl") and data.format == "no-cot"
+    assert data.annotations == str(out / "annotate" / "annotations.jsonl") and data.format == "generative"
+    assert data.heldout_problems == 14
+    warm = _judge_warmup_cfg(cfg, out)
+    assert (warm.warmup.variant, warm.warmup.prompt) == ("reference", "compact") and warm.model == "smollm2-135m"
+    assert (warm.max_steps, warm.per_device_batch_size, warm.gradient_accumulation_steps) == (40, 8, 1)
+    assert warm.learning_rate == 5e-5 and warm.train_data == str(out / "judge_data" / "train.jsonl")
+    assert warm.out == str(out / "judge_warmup") and warm.heldout_data == str(out / "judge_data" / "heldout.jsonl")
     judge = _judge_cfg(cfg, out)
+    assert judge.model == str(out / "judge_warmup" / "final") and judge.prompt_from_warmup == warm.warmup
     assert judge.train_data == str(out / "judge_data" / "train.jsonl")
     assert judge.heldout_data == str(out / "judge_data" / "heldout.jsonl")
-    assert judge.response_prefix == "\\boxed{" and judge.stratify_batches
+    assert judge.response_prefix == "" and judge.stratify_batches and judge.dynamic_sampling.mode == "drop"
+    assert judge.num_generations == 8 and judge.heldout_max_tokens == warm.sample_max_tokens == 48
     before, after = _processbench_cfgs(cfg, out)
     assert before.judge == "smollm2-135m" and after.judge == str(out / "judge" / "final")
-    assert after.judge_prompt == "no-cot" and after.response_prefix == "\\boxed{" and after.max_tokens == 4
+    for pb in (before, after):
+        assert pb.prompt_from_warmup == warm.warmup and pb.response_prefix == "" and pb.max_tokens == 48
     for stage in (_chunk_reset_cfg(cfg, out), _best_of_n_cfg(cfg, out)):
         assert stage.judge == str(out / "judge" / "final") and stage.policy == "smollm2-135m"
-        assert stage.judge_spec.prompt == "no-cot" and stage.judge_spec.score == "token-prob"
+        spec = stage.judge_spec
+        assert (spec.score, spec.response_prefix, spec.max_tokens, spec.warmup) == ("reasoned-prob", "", 48,
+                                                                                    warm.warmup)
         assert stage.arith.seed == 1  # new problems, not the annotated ones
     assert _chunk_reset_cfg(cfg, out).out == str(out / "chunk_reset")
     assert _chunk_reset_cfg(cfg, out).reset and _chunk_reset_cfg(cfg, out).max_tries == 5
