@@ -18,12 +18,12 @@ Arms: no-critic (the actor alone), sft-critic, stage1, stage1+2, stage2-<indirec
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from common import experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.config import build_config
@@ -118,9 +118,7 @@ def table(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="experiment YAML (keys: ExperimentConfig's fields)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser = experiment_parser(__doc__, default_seeds=(0, 1, 2))
     args = parser.parse_args(argv)
     cfg = build_config(ExperimentConfig, args.config)
     out = Path(cfg.out)

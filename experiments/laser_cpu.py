@@ -13,13 +13,13 @@ sd over seeds), ``rs_hist.png`` (r_s per class, per arm) and ``curves.png`` (tra
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from common import experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.config import build_config
@@ -145,9 +145,7 @@ def plot_training(out: Path, seeds: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment YAML (ExperimentConfig)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser = experiment_parser(__doc__)
     args = parser.parse_args(argv)
     cfg = build_config(ExperimentConfig, args.config)
     out = Path(cfg.out)

@@ -26,7 +26,6 @@ Every judge is scored on the same held-out chunks against the MC labels and agai
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.config import build_config
@@ -334,9 +334,7 @@ def plot_rl_curves(out: Path, seeds: list[int], arms: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment YAML (ExperimentConfig)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--skip-downstream", action="store_true", help="only the held-out chunk table")
     args = parser.parse_args(argv)
     cfg = ensure_annotations(build_config(ExperimentConfig, args.config))

@@ -150,17 +150,25 @@ def test_score_rejects_bad_lines(tmp_path):
     assert cli_main(["eval", "processbench", "--score", str(f)]) == 1
 
 
-def test_verdict_only_judge_gets_its_prompt_and_prefilled_answer(tmp_path):
+
+def _recording_engine():
+    """The tiny-random hf engine, keeping every prompt it was asked (``.seen``)."""
     from stepjudge.engines.hf import HFEngine
 
     class Recording(HFEngine):
-        seen: list = []
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen: list = []
 
         def generate(self, prompts, params):
             self.seen.extend(prompts)
             return super().generate(prompts, params)
 
-    engine = Recording("tiny-random")
+    return Recording("tiny-random")
+
+
+def test_verdict_only_judge_gets_its_prompt_and_prefilled_answer(tmp_path):
+    engine = _recording_engine()
     case = ProcessBenchCase(id="gsm8k-y", subset="gsm8k", generator="g", problem="Start with 4. Add 3.",
                             steps=["4 + 3 = 7", "\\boxed{7}"], label=-1, final_answer_correct=True)
     run = ProcessBenchRun(_cfg(tmp_path, judge_prompt="no-cot", response_prefix="\\boxed{", max_tokens=3),
