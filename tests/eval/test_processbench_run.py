@@ -150,7 +150,6 @@ def test_score_rejects_bad_lines(tmp_path):
     assert cli_main(["eval", "processbench", "--score", str(f)]) == 1
 
 
-
 def _recording_engine():
     """The tiny-random hf engine, keeping every prompt it was asked (``.seen``)."""
     from stepjudge.engines.hf import HFEngine
@@ -182,17 +181,9 @@ def test_verdict_only_judge_gets_its_prompt_and_prefilled_answer(tmp_path):
 
 
 def test_a_warmed_up_judge_is_asked_with_its_warmup_prompt_step_by_step(tmp_path):
-    from stepjudge.engines.hf import HFEngine
     from stepjudge.judge.warmup import compact_judge_messages
 
-    class Recording(HFEngine):
-        seen: list = []
-
-        def generate(self, prompts, params):
-            self.seen.extend(prompts)
-            return super().generate(prompts, params)
-
-    engine = Recording("tiny-random")
+    engine = _recording_engine()
     case = ProcessBenchCase(id="gsm8k-z", subset="gsm8k", generator="g", problem="Start with 4. Add 3. Add 5.",
                             steps=["4 + 3 = 7", "7 + 5 = 12"], label=-1, final_answer_correct=True)
     warm = {"variant": "reference", "prompt": "compact"}
