@@ -44,15 +44,15 @@ def test_quickstart_wires_every_stage_to_the_previous_ones():
     assert judge.train_data == str(out / "judge_data" / "train.jsonl")
     assert judge.heldout_data == str(out / "judge_data" / "heldout.jsonl")
     assert judge.response_prefix == "" and judge.stratify_batches and judge.dynamic_sampling.mode == "drop"
-    assert judge.num_generations == 8 and judge.heldout_max_tokens == warm.sample_max_tokens == 48
+    assert judge.num_generations == 8 and judge.heldout_max_tokens == warm.sample_max_tokens == 64
     before, after = _processbench_cfgs(cfg, out)
     assert before.judge == "smollm2-135m" and after.judge == str(out / "judge" / "final")
     for pb in (before, after):
-        assert pb.prompt_from_warmup == warm.warmup and pb.response_prefix == "" and pb.max_tokens == 48
+        assert pb.prompt_from_warmup == warm.warmup and pb.response_prefix == "" and pb.max_tokens == 64
     for stage in (_chunk_reset_cfg(cfg, out), _best_of_n_cfg(cfg, out)):
         assert stage.judge == str(out / "judge" / "final") and stage.policy == "smollm2-135m"
         spec = stage.judge_spec
-        assert (spec.score, spec.response_prefix, spec.max_tokens, spec.warmup) == ("reasoned-prob", "", 48,
+        assert (spec.score, spec.response_prefix, spec.max_tokens, spec.warmup) == ("reasoned-prob", "", 64,
                                                                                     warm.warmup)
         assert stage.arith.seed == 1  # new problems, not the annotated ones
     assert _chunk_reset_cfg(cfg, out).out == str(out / "chunk_reset")
