@@ -61,6 +61,10 @@ class DownstreamConfig(BaseModel):
     chunk_reset: dict[str, Any] = Field(default_factory=dict, description="`stepjudge solve` options")
     best_of_n: dict[str, Any] = Field(default_factory=dict, description="`stepjudge rerank` options (n = largest N)")
     n_values: list[int] = Field(default_factory=lambda: [4, 8], description="N of the best-of-N / voting table")
+    selection: dict[str, Any] | None = Field(
+        None, description="data selection from the best-of-N samples (StepWiser Table 8): `seed` (outcome-only "
+                          "draw), `sft` (`stepjudge select train` options) and `eval` (`stepjudge solve` options "
+                          "for scoring base and both fine-tuned policies on new problems, no judge)")
     policy: str = Field("smollm2-135m", description="the policy the judges help")
 
 
@@ -83,6 +87,9 @@ class ExperimentConfig(BaseModel):
     disc: dict[str, Any] = Field(default_factory=dict, description="`train disc-sft` options")
     eval_max_tokens: int = Field(48, ge=1, description="judge tokens when scoring a CoT judge")
     downstream: DownstreamConfig | None = Field(None, description="Chunk-Reset and best-of-N with the judges")
+    keep_checkpoints: bool = Field(False, description="keep the trainers' checkpoint-* folders once an arm is done "
+                                                      "(each is ~1.5 GB: weights + optimizer state); final/ is "
+                                                      "always kept")
     cot_variant: str = Field("recompute", description="the CoT arms' warm-up analysis: recompute (check lines of "
                                                       "the chunk's own claims) | reference (the task's expected step)")
 
@@ -212,6 +219,18 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
     return metrics
 
 
+def prune_checkpoints(folder: Path) -> int:
+    """Delete the resume checkpoints (``checkpoint-*``) under ``folder`` once its ``final/`` exists."""
+    import shutil
+
+    removed = 0
+    for ckpt in sorted(folder.rglob("checkpoint-*")):
+        if ckpt.is_dir() and (ckpt.parent / "final").exists():
+            shutil.rmtree(ckpt)
+            removed += 1
+    return removed
+
+
 def _judge_spec(arm: str, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
     ds = cfg.downstream
     assert ds is not None
@@ -252,9 +271,18 @@ def run_downstream(cfg: ExperimentConfig, seed: int, out: Path) -> dict[str, dic
             bon = run_best_of_n({**base, **ds.best_of_n, "n": max(ds.n_values), "judge": model, "judge_spec": spec,
                                  "out": str(arm_dir / "best_of_n")}, progress=False)
             records = read_jsonl(arm_dir / "best_of_n" / "samples.jsonl")
-            atomic_write_json(done, {"chunk_reset": cr["methods"]["chunk_reset"],
-                                     "best_of_n": {str(n): accuracy_at_n(records, n) for n in ds.n_values},
-                                     "bon_judge_calls": bon["judge_calls"], "wall_s": time.perf_counter() - t0})
+            result = {"chunk_reset": cr["methods"]["chunk_reset"],
+                      "best_of_n": {str(n): accuracy_at_n(records, n) for n in ds.n_values},
+                      "bon_judge_calls": bon["judge_calls"]}
+            if ds.selection is not None:
+                from stepjudge.infer.select import compare_selections
+
+                sel = ds.selection
+                result["selection"] = compare_selections(
+                    arm_dir / "best_of_n" / "samples.jsonl", arm_dir / "selection", base_policy=ds.policy,
+                    sft={**sel.get("sft", {}), "seed": seed},
+                    evaluate={"problems": "arith", **sel.get("eval", {}), "seed": seed}, seed=sel.get("seed", seed))
+            atomic_write_json(done, {**result, "wall_s": time.perf_counter() - t0})
         results[arm] = json.loads(done.read_text())
     return results
 
@@ -265,6 +293,8 @@ def downstream_table(runs: dict[str, list[dict]], n_values: list[int], n_problem
             ("rejected tok.", "chunk_reset.mean_rejected_tokens", 1)]
     for n in n_values:
         cols += [(f"N={n} {m} (%)", f"best_of_n.{n}.{m}", 100) for m in ("first", "majority", "best_of_n", "weighted")]
+    cols += [(title, f"selection.policies.{k}.accuracy", 100) for k, title in (
+        ("base", "policy before SFT (%)"), ("judge", "SFT judge-selected (%)"), ("outcome", "SFT outcome-only (%)"))]
     lines = [f"Held-out problems: {n_problems}. Mean ± sd over seeds. Accuracies in %; token counts are policy "
              "tokens per problem (accepted = kept chunks + answer; rejected = thrown-away tries).", "",
              "| judge | seeds | " + " | ".join(c for c, _, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
@@ -348,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm in cfg.arms:
             t0 = time.perf_counter()
             results[arm].append(run_arm(arm, cfg, data, seed, out / f"seed{seed}" / arm))
+            if not cfg.keep_checkpoints:
+                prune_checkpoints(out / f"seed{seed}")
             print(f"seed {seed} {arm}: {time.perf_counter() - t0:.0f} s", flush=True)
     heldout = read_jsonl(data["balanced"] / "heldout.jsonl")
     counts = {"mc": len(heldout), "mc_pos": sum(r["label"] == "Positive" for r in heldout),
@@ -363,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             for arm, m in run_downstream(cfg, seed, out).items():
                 down.setdefault(arm, []).append(m)
+            if not cfg.keep_checkpoints:
+                prune_checkpoints(out / f"seed{seed}")
             print(f"seed {seed} downstream: {time.perf_counter() - t0:.0f} s", flush=True)
         atomic_write_json(out / "downstream.json", {"seeds": args.seeds, "runs": down})
         atomic_write_text(out / "downstream.md", downstream_table(down, cfg.downstream.n_values,

@@ -19,6 +19,7 @@ to ``sft_judge.jsonl`` and ``sft_outcome.jsonl`` with a ``stats.json``; one samp
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -26,8 +27,10 @@ from pathlib import Path
 
 from stepjudge.errors import DataError
 
+log = logging.getLogger(__name__)
+
 __all__ = ["eligible", "select_judge_best", "select_outcome_only", "sft_row", "load_samples",
-           "build_selection_sets"]
+           "build_selection_sets", "compare_selections"]
 
 
 def eligible(samples: Sequence[dict]) -> list[int]:
@@ -128,6 +131,44 @@ def build_selection_sets(samples: str | os.PathLike | Sequence[dict], out_dir: s
              "files": {"judge": str(out / "sft_judge.jsonl"), "outcome": str(out / "sft_outcome.jsonl")}}
     atomic_write_json(out / "stats.json", stats)
     return stats
+
+
+def compare_selections(samples: str | os.PathLike, out_dir: str | os.PathLike, *, base_policy: str,
+                       sft: dict, evaluate: dict, seed: int = 0) -> dict:
+    """StepWiser Table 8 in miniature: SFT the policy on judge- and on outcome-selected samples, then score
+    the base policy and both fine-tuned ones on new problems with no judge.
+
+    ``sft`` holds :class:`~stepjudge.train.policy_sft.PolicySFTConfig` options (without data/out; ``model``
+    defaults to ``base_policy``); ``evaluate`` holds :class:`~stepjudge.infer.chunk_reset.ChunkResetConfig`
+    options (without policy/out; it is run with ``reset: False``). Every part is skipped when its output
+    exists, so a killed comparison resumes; ``summary.json`` is written last.
+    """
+    from stepjudge.infer.chunk_reset import ChunkResetConfig, run_chunk_reset
+    from stepjudge.train.policy_sft import PolicySFTConfig, train_policy_sft
+    from stepjudge.utils.io import atomic_write_json
+
+    out = Path(out_dir)
+    stats = build_selection_sets(samples, out / "sets", seed=seed)
+    policies: dict[str, dict] = {"base": {"model": base_policy, "sft_rows": 0}}
+    if stats["selected_problems"]:
+        for name in ("judge", "outcome"):
+            final = out / f"sft_{name}" / "final"
+            if not (final / "model.safetensors").exists():
+                final = train_policy_sft(PolicySFTConfig(**{"model": base_policy, **sft},
+                                                         data=str(out / "sets" / f"sft_{name}.jsonl"),
+                                                         out=str(out / f"sft_{name}")))
+            policies[name] = {"model": str(final), "sft_rows": stats["selected_problems"]}
+    else:
+        log.warning("selection: no problem has a correct sample in the chunk format; nothing to fine-tune")
+    for name, info in policies.items():
+        summary = run_chunk_reset(ChunkResetConfig(**{**evaluate, "reset": False, "policy": info["model"],
+                                                      "out": str(out / f"eval_{name}")}))
+        method = summary["methods"][summary["primary"]]
+        info.update(accuracy=method["accuracy"], problems=method["problems"],
+                    mean_accepted_tokens=method["mean_accepted_tokens"])
+    result = {"sets": stats, "policies": policies}
+    atomic_write_json(out / "summary.json", result)
+    return result
 
 
 # ------------------------------------------------------------------ `stepjudge select build` as a config

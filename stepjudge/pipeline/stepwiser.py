@@ -550,25 +550,8 @@ def _run_best_of_n(ctx: StageContext) -> None:
 def _run_selection(ctx: StageContext) -> None:
     """StepWiser's stepwise rejection sampling vs outcome-only selection (Table 8, in miniature):
     fine-tune the policy on each SFT set and score base and both on new problems, no judge."""
-    from stepjudge.infer.chunk_reset import ChunkResetConfig, run_chunk_reset
-    from stepjudge.infer.select import build_selection_sets
-    from stepjudge.train.policy_sft import PolicySFTConfig, train_policy_sft
+    from stepjudge.infer.select import compare_selections
 
     seed, sft, ev = _selection_cfgs(ctx.config, ctx.out)
-    sel = ctx.out / "selection"
-    stats = build_selection_sets(ctx.out / "best_of_n" / "samples.jsonl", sel / "sets", seed=seed)
-    policies: dict[str, dict[str, Any]] = {"base": {"model": ctx.config.policy, "sft_rows": 0}}
-    if stats["selected_problems"]:
-        for name in ("judge", "outcome"):
-            final = train_policy_sft(PolicySFTConfig(**sft, data=str(sel / "sets" / f"sft_{name}.jsonl"),
-                                                     out=str(sel / f"sft_{name}")))
-            policies[name] = {"model": str(final), "sft_rows": stats["selected_problems"]}
-    else:
-        log.warning("selection: no problem has a correct sample in the chunk format; nothing to fine-tune")
-    for name, info in policies.items():
-        summary = run_chunk_reset(ChunkResetConfig(**{**ev, "policy": info["model"],
-                                                      "out": str(sel / f"eval_{name}")}))
-        method = summary["methods"][summary["primary"]]
-        info.update(accuracy=method["accuracy"], problems=method["problems"],
-                    mean_accepted_tokens=method["mean_accepted_tokens"])
-    atomic_write_json(sel / "summary.json", {"sets": stats, "policies": policies})
+    compare_selections(ctx.out / "best_of_n" / "samples.jsonl", ctx.out / "selection",
+                       base_policy=ctx.config.policy, sft=sft, evaluate=ev, seed=seed)

@@ -1,0 +1,54 @@
+"""The StepWiser CPU experiment's bookkeeping: checkpoint pruning and the mean ± sd tables."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def exp():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("stepwiser_cpu")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_prune_keeps_final_and_unfinished_runs(exp, tmp_path):
+    done, running = tmp_path / "arm" / "rl", tmp_path / "other" / "sft"
+    for folder in (done / "checkpoint-10", done / "checkpoint-20", done / "final", running / "checkpoint-5"):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"x")
+    assert exp.prune_checkpoints(tmp_path) == 2
+    assert sorted(p.name for p in done.iterdir()) == ["final"]
+    assert (running / "checkpoint-5" / "model.safetensors").exists()  # no final yet: still needed to resume
+
+
+def test_chunk_table_means_and_sds_over_seeds(exp):
+    runs = {"warmup-cot": [{"mc": {"balanced_f1": 70.0}, "train_wall_s": 600.0},
+                           {"mc": {"balanced_f1": 80.0}, "train_wall_s": 1200.0}]}
+    out = exp.table(runs, {"mc": 415, "mc_pos": 216, "mc_neg": 199, "truth": 386})
+    assert out.startswith("Held-out chunks: 415 (216 Positive / 199 Negative by MC label); 386 with an exact")
+    row = out.splitlines()[-1].split(" | ")
+    assert row[0] == "| warmup-cot" and row[1] == "2"
+    assert row[3] == "75 ± 7.1"  # balanced F1 vs MC: mean 75, sd sqrt(50)
+    assert row[-1] == "15 ± 7.1 |"  # minutes
+    assert row[2] == "n/a"  # no accuracy recorded
+
+
+def test_downstream_table_reads_chunk_reset_best_of_n_and_selection(exp):
+    m = {"chunk_reset": {"accuracy": 0.3, "mean_accepted_tokens": 40.0, "mean_rejected_tokens": 12.5},
+         "best_of_n": {"4": {"first": 0.25, "majority": 0.3, "best_of_n": 0.35, "weighted": 0.4}},
+         "selection": {"policies": {"base": {"accuracy": 0.2}, "judge": {"accuracy": 0.3},
+                                    "outcome": {"accuracy": 0.25}}}}
+    out = exp.downstream_table({"stepwiser-cot": [m], "no-judge": [{"chunk_reset": {"accuracy": 0.2}}]}, [4], 200)
+    header, _, judged, plain = out.splitlines()[2:]
+    assert header.split(" | ")[-3:] == ["policy before SFT (%)", "SFT judge-selected (%)", "SFT outcome-only (%) |"]
+    assert judged == "| stepwiser-cot | 1 | 30 | 40 | 12.5 | 25 | 30 | 35 | 40 | 20 | 30 | 25 |"
+    assert plain == "| no-judge | 1 | 20 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
