@@ -53,9 +53,14 @@ Reports accuracy, self-verification F1 (all responses, and "filtered": only thos
 answer; predicted correct iff r_s > --threshold), AUROC, ECE with calibration.png, and weighted
 majority vote vs majority vote vs pass@1 for k = 1, 2, 4, ... n in voting.png. Writes samples.jsonl,
 metrics.json and report.md to --out. c_ref defaults to the training run's c_ref.json.
+With --verifier (a StepWiser judge), the same responses are also judged by that external stepwise
+judge, scored as `stepjudge rerank` scores solutions (mean chunk P(Positive); --verifier-spec.* says
+how it is asked and read), and its F1, AUROC, ECE and weighted vote are reported beside the self-reward's.
 
 examples:
   stepjudge eval self-verify --model runs/laser-cpu/final --out runs/laser-cpu/self-verify
+  stepjudge eval self-verify --model runs/laser-cpu/final --verifier runs/judge-rl-cpu-verdict-only/final \\
+      --out runs/laser-cpu/sv-vs-judge            # a verdict-only judge: the default --verifier-spec
   stepjudge eval self-verify --model smollm2-135m --c-ref -16.75 -n 4 --arith.n 16 --out runs/sv-base
 """
 

@@ -7,22 +7,36 @@ keep r_s = 0, as in training. Reported (``metrics.json``, ``report.md``): accura
 F1 over "all" responses and "filtered" (only responses with an extractable answer); AUROC; ECE with a
 calibration curve (``calibration.png``); weighted vote vs majority vote vs pass@1 for k = 1, 2, 4, ... n
 (``voting.png``). Every sample is in ``samples.jsonl``.
+
+With ``verifier`` set, an external stepwise judge (a StepWiser judge, e.g. the pipeline's
+``judge/final``) scores the same responses for comparison, exactly as ``stepjudge rerank`` scores
+solutions (:func:`stepjudge.infer.best_of_n.score_solutions` then
+:func:`~stepjudge.infer.best_of_n.solution_score`: the mean over a response's ``<chunk>``s of
+P(Positive)). It judges every response, truncated ones included (a judge reads text, it needs no
+EOS); a response without chunks has score None, which counts as 0 in the metrics (as a truncated
+response's r_s does). The same metrics, computed from its scores with the same ``threshold``, go to
+``metrics.json["verifier"]`` and a side-by-side table in ``report.md``; without ``verifier`` nothing
+of this runs and the outputs are as before.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stepjudge.engines.base import Engine
 from stepjudge.engines.factory import EngineConfig
+from stepjudge.judge.chunk_judge import ChunkJudge, JudgeSpec
 from stepjudge.policy.self_reward import SolverStyle
 from stepjudge.tasks.arith import NEW_PROBLEMS_SEED_OFFSET, ArithConfig
 
-__all__ = ["SelfVerifyConfig", "plot_calibration", "plot_voting", "run_self_verify", "self_verify_metrics"]
+__all__ = ["SelfVerifyConfig", "plot_calibration", "plot_voting", "run_self_verify", "self_verify_metrics",
+           "verifier_scores"]
 
 
 class SelfVerifyConfig(BaseModel):
@@ -53,6 +67,14 @@ class SelfVerifyConfig(BaseModel):
     c_ref: float | None = Field(None, description="None: the training run's c_ref.json beside the model folder")
     threshold: float = Field(0.5, description="predicted correct iff r_s > threshold")
     grade_timeout_s: float = Field(5.0, gt=0, description="seconds allowed to grade one answer")
+    verifier: str | None = Field(
+        None, description="external stepwise judge scoring the same responses for comparison (a StepWiser "
+                          "judge: built-in name, checkpoint dir such as runs/x/judge/final, hub id or served "
+                          "name); solution score = mean chunk P(Positive), as `stepjudge rerank`; None: off")
+    verifier_engine: EngineConfig = Field(default_factory=EngineConfig,
+                                          description="how the verifier runs (its model is `verifier`)")
+    verifier_spec: JudgeSpec = Field(default_factory=JudgeSpec,
+                                     description="how the verifier is asked and read (as rerank's judge_spec)")
 
 
 def _c_ref(cfg: SelfVerifyConfig) -> float:
@@ -64,8 +86,12 @@ def _c_ref(cfg: SelfVerifyConfig) -> float:
     return float(json.loads(path.read_text(encoding="utf-8"))["mean"])
 
 
-def self_verify_metrics(samples: list[dict], threshold: float = 0.5) -> dict:
-    """Accuracy, F1 (all / filtered), AUROC, ECE, calibration bins and vote curves of scored samples."""
+def self_verify_metrics(samples: list[dict], threshold: float = 0.5, score_key: str = "r_s") -> dict:
+    """Accuracy, F1 (all / filtered), AUROC, ECE, calibration bins and vote curves of scored samples.
+
+    ``score_key`` names the sample field holding the score (``r_s``; ``verifier_score`` for the
+    external verifier, whose None -- a response without chunks -- counts as 0).
+    """
     from stepjudge.eval.metrics import auroc
     from stepjudge.eval.self_verify import (
         calibration_bins,
@@ -74,13 +100,16 @@ def self_verify_metrics(samples: list[dict], threshold: float = 0.5) -> dict:
         vote_curves,
     )
 
-    scores, correct = [s["r_s"] for s in samples], [s["correct"] for s in samples]
+    def score(s: dict) -> float:
+        return 0.0 if s[score_key] is None else float(s[score_key])
+
+    scores, correct = [score(s) for s in samples], [s["correct"] for s in samples]
     answered = [s for s in samples if s["answer"] is not None]
     groups: dict[str, dict[str, list]] = {}
     for s in samples:
         g = groups.setdefault(s["problem_id"], {"answers": [], "scores": [], "correct": []})
         g["answers"].append(s["answer"])
-        g["scores"].append(s["r_s"])
+        g["scores"].append(score(s))
         g["correct"].append(s["correct"])
     n = max((len(g["answers"]) for g in groups.values()), default=1)
     ks = sorted({*(2 ** i for i in range(n.bit_length()) if 2 ** i <= n), n})
@@ -89,13 +118,34 @@ def self_verify_metrics(samples: list[dict], threshold: float = 0.5) -> dict:
         "accuracy": 100.0 * sum(correct) / len(correct) if correct else None,
         "finished_share": sum(s["finished"] for s in samples) / len(samples) if samples else None,
         "f1_all": self_verification_f1(scores, correct, threshold),
-        "f1_filtered": self_verification_f1([s["r_s"] for s in answered], [s["correct"] for s in answered],
+        "f1_filtered": self_verification_f1([score(s) for s in answered], [s["correct"] for s in answered],
                                             threshold),
         "auroc": auroc(correct, scores),
         "ece": expected_calibration_error(scores, correct),
         "calibration": calibration_bins(scores, correct),
         "voting": vote_curves(list(groups.values()), ks),
     }
+
+
+def verifier_scores(judge: ChunkJudge, problems_texts: Sequence[str], responses: Sequence[str]) -> list[dict]:
+    """Each response's chunk P(Positive) and solution score from a stepwise judge, as rerank scores them.
+
+    A response is split into its ``<chunk>``s; one that breaks the chunk format has none and gets
+    ``verifier_chunk_probs`` and ``verifier_score`` None. Every chunk of every response goes to the
+    judge in one batched :func:`~stepjudge.infer.best_of_n.score_solutions` call.
+    """
+    from stepjudge.infer.best_of_n import score_solutions, solution_score
+    from stepjudge.segment.chunks import ChunkFormatError, parse_chunks
+
+    chunks: list[list[str] | None] = []
+    for text in responses:
+        try:
+            chunks.append(parse_chunks(text).chunks)
+        except ChunkFormatError:
+            chunks.append(None)
+    probs = score_solutions(judge, problems_texts, chunks)
+    return [{"verifier_chunk_probs": None if c is None else pr, "verifier_score": solution_score(pr)}
+            for c, pr in zip(chunks, probs, strict=True)]
 
 
 def _figure(path: Path, draw: Any) -> None:
@@ -127,6 +177,8 @@ def plot_voting(metrics: dict, path: Path) -> None:
         v = metrics["voting"]
         for key in ("weighted", "majority", "pass@1"):
             ax.plot(v["k"], v[key], marker="o", label=key)
+        if metrics.get("verifier"):
+            ax.plot(v["k"], metrics["verifier"]["voting"]["weighted"], marker="s", label="weighted (verifier)")
         ax.set(xscale="log", xlabel="k samples per problem", ylabel="accuracy (%)", title="voting")
         ax.set_xticks(v["k"], [str(k) for k in v["k"]])
         ax.legend(fontsize=8)
@@ -151,11 +203,44 @@ def _report(metrics: dict, cfg: SelfVerifyConfig) -> str:
     v = metrics["voting"]
     lines += [f"| {k} | {pct(w)} | {pct(m)} | {pct(p)} |"
               for k, w, m, p in zip(v["k"], v["weighted"], v["majority"], v["pass@1"], strict=True)]
+    lines += _verifier_report(metrics)
     return "\n".join(lines) + "\n\n![calibration](calibration.png) ![voting](voting.png)\n"
 
 
-def run_self_verify(config: SelfVerifyConfig | dict) -> dict:
-    """Sample, grade, score, and write the run folder; returns the metrics."""
+def _verifier_report(metrics: dict) -> list[str]:
+    """The self-reward and the external verifier side by side, on the same responses (none without one)."""
+    ver = metrics.get("verifier")
+    if not ver:
+        return []
+
+    def cell(x: Any, digits: int = 1) -> str:
+        return "n/a" if x is None else f"{x:.{digits}f}"
+
+    rows = [("acc. on correct, all (%)", "f1_all.acc_correct", 1), ("acc. on incorrect, all (%)", "f1_all.acc_incorrect", 1),
+            ("F1, all", "f1_all.f1", 1), ("F1, filtered", "f1_filtered.f1", 1), ("AUROC", "auroc", 3),
+            ("ECE", "ece", 3), ("weighted vote at k = n (%)", "voting.weighted.-1", 1),
+            ("majority vote at k = n (%)", "voting.majority.-1", 1)]
+
+    def get(m: dict, path: str) -> Any:
+        node: Any = m
+        for part in path.split("."):
+            node = node[int(part)] if isinstance(node, list) else (node or {}).get(part)
+        return node
+
+    lines = ["", f"## Self-reward vs external verifier `{ver['model']}` (same responses)", "",
+             "| metric | self-reward | verifier |", "|---|---|---|"]
+    lines += [f"| {name} | {cell(get(metrics, key), d)} | {cell(get(ver, key), d)} |" for name, key, d in rows]
+    lines.append(f"| responses scored | {metrics['scored']} | {ver['scored']} |")
+    return lines
+
+
+def run_self_verify(config: SelfVerifyConfig | dict, policy_engine: Engine | None = None,
+                    verifier_engine: Engine | None = None) -> dict:
+    """Sample, grade, score (and judge, with a verifier), and write the run folder; returns the metrics.
+
+    ``policy_engine`` / ``verifier_engine`` replace the engines the config would build (tests,
+    notebooks that already hold a loaded model); engines passed in are not closed here.
+    """
     from stepjudge.engines.base import SamplingParams
     from stepjudge.engines.factory import make_engine
     from stepjudge.grading import Grader, normalize_answer
@@ -175,7 +260,7 @@ def run_self_verify(config: SelfVerifyConfig | dict) -> dict:
         source, arith = fresh.get("problems", source), fresh.get("arith", arith)
     problems = load_problem_set(source, arith, cfg.limit, data_root=cfg.data_root)
     prompts = [solver_messages(p.problem, cfg.prompt_style, task.fewshot_examples) for p in problems]
-    engine = make_engine({**cfg.engine.model_dump(), "model": cfg.model})
+    engine = policy_engine or make_engine({**cfg.engine.model_dump(), "model": cfg.model})
     try:
         params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                 seed=cfg.seed)
@@ -185,7 +270,8 @@ def run_self_verify(config: SelfVerifyConfig | dict) -> dict:
         done = [i for i, (_, _, c) in enumerate(rows) if c.finish_reason == "stop"]
         lps = self_reward_logprobs(engine, [rows[i][1] for i in done], [rows[i][2].text for i in done], z_c)
     finally:
-        engine.close()
+        if policy_engine is None:
+            engine.close()
     logp = dict(zip(done, lps, strict=True))
     with Grader(timeout_s=cfg.grade_timeout_s) as grader:
         grades = task.grade(grader, [(c.text, p) for p, _, c in rows])
@@ -193,8 +279,25 @@ def run_self_verify(config: SelfVerifyConfig | dict) -> dict:
                 "answer": normalize_answer(g.predicted) if g.predicted is not None else None,
                 "logp_z_c": logp.get(i), "r_s": cfg.beta_v * (logp[i] - c_ref) if i in logp else 0.0}
                for i, ((p, _, c), g) in enumerate(zip(rows, grades, strict=True))]
+    verifier = None
+    if cfg.verifier is not None:  # the policy is closed first: one model in memory at a time
+        judge_engine = verifier_engine or make_engine({**cfg.verifier_engine.model_dump(), "model": cfg.verifier})
+        try:
+            judge = ChunkJudge(judge_engine, cfg.verifier_spec)
+            for s, v in zip(samples, verifier_scores(judge, [p.problem for p, _, _ in rows],
+                                                     [c.text for _, _, c in rows]), strict=True):
+                s.update(v)
+        finally:
+            if verifier_engine is None:
+                judge_engine.close()
+        verifier = {k: v for k, v in self_verify_metrics(samples, cfg.threshold, "verifier_score").items()
+                    if k not in ("n_samples", "n_problems", "accuracy", "finished_share")}
+        verifier.update(model=cfg.verifier, spec=cfg.verifier_spec.model_dump(), judge_calls=judge.calls,
+                        scored=sum(s["verifier_score"] is not None for s in samples))
     write_jsonl_atomic(out / "samples.jsonl", samples)
     metrics = {**self_verify_metrics(samples, cfg.threshold), "model": cfg.model, "c_ref": c_ref, "z_c": z_c}
+    if verifier is not None:
+        metrics.update(scored=len(logp), verifier=verifier)
     atomic_write_json(out / "metrics.json", metrics)
     plot_calibration(metrics, out / "calibration.png")
     plot_voting(metrics, out / "voting.png")
