@@ -18,7 +18,10 @@ with a judge_warmup: section: SFT in the judge's own format; the judge then star
 later stage asks it the warm-up's way) -> judge (GRPO, with held-out scores before and after) ->
 processbench (a ProcessBench slice, base vs trained judge) -> chunk_reset (Chunk-Reset reasoning vs
 the policy alone) -> best_of_n (judge best-of-N and weighted voting vs majority voting) -> report
-(report.html + report.md with every stage's tables and plots).
+(report.html + report.md with every stage's tables and plots). LaSeR's stages are optional (on when
+their section is given or they are named in `stages`): laser (train laser) -> laser_baseline (the same
+GRPO run with self_reward off) -> self_verify (eval self-verify of each trained policy: accuracy,
+self-verification F1, AUROC, weighted vs majority vote), see configs/pipeline_laser_quickstart.yaml.
 
 Everything goes into one run folder (`out:` in the YAML, or --out). Top-level keys have flags
 (--out, --policy, --stages, --engine.kind, ...); the stage sections are set in the YAML. A stage whose output already
@@ -33,6 +36,7 @@ examples:
   stepjudge pipeline configs/pipeline_quickstart.yaml            # embedded model, ~15 min on 2 cores
   stepjudge pipeline configs/pipeline_quickstart.yaml --stages report
   stepjudge pipeline configs/pipeline_qwen1.5b_gpu.yaml          # paper-scale recipe (GPUs)
+  stepjudge pipeline configs/pipeline_laser_quickstart.yaml      # LaSeR vs GRPO, embedded model, CPU
 """
 
 
