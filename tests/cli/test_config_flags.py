@@ -96,7 +96,7 @@ def test_every_config_field_has_a_flag_and_stage_sections_stay_yaml():
     assert YAML_ONLY == {}
     sections = [s.name for s in STAGE_REGISTRY if s.section_help is not None]
     assert sections == ["annotate", "judge_data", "judge_warmup", "judge", "processbench", "chunk_reset",
-                        "best_of_n", "selection"]
+                        "best_of_n", "selection", "laser", "laser_baseline", "self_verify"]
     assert not set(sections) & set(PipelineConfig.model_fields)
 
 
