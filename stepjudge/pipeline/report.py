@@ -176,7 +176,7 @@ def write_report(out: str | os.PathLike, state: Mapping | None = None, config: M
     results = collect_results(out, registry)
     plot_headline(results, out / "summary.png", registry)
     tables = _tables(results, state, out, registry)
-    title = f"StepWiser pipeline: {out.name}"
+    title = f"stepjudge pipeline: {out.name}"  # one report for every method's stages
     atomic_write_text(out / "report.md", render_markdown(tables, title))
     atomic_write_text(out / "report.html", render_html(tables, title))
     atomic_write_json(out / "results.json", {**results, "headline": headline_numbers(results, registry),

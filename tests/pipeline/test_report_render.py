@@ -98,7 +98,7 @@ def test_report_html_renders_with_its_images_in_headless_chromium(tmp_path):
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
         driver.get(f"http://127.0.0.1:{server.server_address[1]}/report.html")
-        assert driver.title.startswith("StepWiser pipeline")
+        assert driver.title.startswith("stepjudge pipeline")
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         assert {src for src, _, _ in images} == {"judge/curves.png", "summary.png"}
