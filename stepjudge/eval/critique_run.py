@@ -41,8 +41,9 @@ __all__ = ["CritiqueEvalConfig", "chain_budget", "plot_budget_curves", "run_crit
            "sampling_summary"]
 
 # Settings that change samples.jsonl: resuming a folder with other values is refused.
-_RESUME_KEYS = ("refine_run", "rows", "problems", "arith", "limit", "actor", "critic", "rounds", "max_tokens",
-                "critique_max_tokens", "refine_max_tokens", "k", "sample_temperature", "seed")
+# Engines count by their model only (threads, batch rows or a server's URL may change between calls).
+_RESUME_KEYS = ("refine_run", "rows", "problems", "arith", "limit", "actor_model", "critic_model", "rounds",
+                "max_tokens", "critique_max_tokens", "refine_max_tokens", "k", "sample_temperature", "seed")
 
 
 class CritiqueEvalConfig(RefineConfig):
@@ -220,7 +221,8 @@ def run_critique_eval(config: CritiqueEvalConfig | dict, *, progress: bool = Fal
     cfg = config if isinstance(config, CritiqueEvalConfig) else CritiqueEvalConfig(**config)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_or_write_run_json(out, "eval-critique", cfg.model_dump(mode="json"), _RESUME_KEYS)
+    check_or_write_run_json(out, "eval-critique", {**cfg.model_dump(mode="json"), "actor_model": cfg.actor.model,
+                                                   "critic_model": cfg.critic.model}, _RESUME_KEYS)
     records, greedy, source = _greedy(cfg, progress)
     summary: dict[str, Any] = {"greedy": greedy, "greedy_source": source, "sampling": None}
     rounds = len(greedy["rounds"])

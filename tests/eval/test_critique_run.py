@@ -70,6 +70,10 @@ def test_summary_is_the_metrics_of_the_written_records_and_resumes(tmp_path):
                                                   for b in (1, 2, 3, 5, 6, 10)]
     with pytest.raises(RunFolderError, match="k: 2 in the folder vs 3 now"):
         run_critique_eval(_cfg(tmp_path, k=3))
+    with pytest.raises(RunFolderError, match="critic_model: 'tiny-random' in the folder vs 'other' now"):
+        run_critique_eval(_cfg(tmp_path, critic={"model": "other"}))
+    threads = run_critique_eval(_cfg(tmp_path, actor={**TINY, "num_threads": 1}))  # not a result-changing setting
+    assert threads == again
 
 
 def test_reads_a_finished_refine_folder(tmp_path):
