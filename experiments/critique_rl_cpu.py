@@ -27,6 +27,7 @@ from common import experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.config import build_config
+from stepjudge.train.critic import critique_data_once, sft_once
 from stepjudge.utils.io import atomic_write_json, atomic_write_text
 
 METRICS = ("acc", "acc_refine", "delta", "delta_c2i", "delta_i2c", "acc_dis")
@@ -47,27 +48,6 @@ class ExperimentConfig(BaseModel):
     refine: dict[str, Any] = Field(default_factory=dict, description="`refine` options of the evaluation")
 
 
-def _done(path: Path) -> bool:
-    return (path / "final").is_dir() and (path / "train_log.json").exists()
-
-
-def _sft(cfg: ExperimentConfig, section: dict[str, Any], data: Path, out: Path, seed: int, model: str) -> str:
-    from stepjudge.train.segment import SegmentSFTConfig, train_segment
-
-    if not _done(out):
-        train_segment(SegmentSFTConfig(**{"model": model, **section, "data": str(data), "out": str(out),
-                                          "seed": seed}))
-    return str(out / "final")
-
-
-def _data(cfg: ExperimentConfig, actor: str, out: Path) -> Path:
-    from stepjudge.judge.critique_data import build_critique_data
-
-    if not (out / "stats.json").exists():
-        build_critique_data({**cfg.data, "actor": {**cfg.data.get("actor", {}), "model": actor}, "out": str(out)})
-    return out
-
-
 def _evaluate(cfg: ExperimentConfig, actor: str, critic: str, out: Path, seed: int) -> dict[str, Any]:
     from stepjudge.infer.refine import run_refine
 
@@ -86,7 +66,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, actor: str, data: Path) -> dict[s
     from stepjudge.train.critic import train_critic
 
     root = Path(cfg.out) / f"seed{seed}"
-    sft = _sft(cfg, cfg.critic_sft, data / "critic_sft.jsonl", root / "critic-sft", seed, cfg.model)
+    sft = sft_once(cfg.critic_sft, data / "critic_sft.jsonl", root / "critic-sft", model=cfg.model, seed=seed)
     base = {**cfg.critic, "train_data": str(data / "rl_rows.jsonl"), "seed": seed,
             "actor": {**cfg.critic.get("actor", {}), "model": actor}}
     finals = train_critic({**base, "model": sft, "out": str(root / "rl")})
@@ -122,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = build_config(ExperimentConfig, args.config)
     out = Path(cfg.out)
-    boot = _data(cfg, cfg.model, out / "bootstrap")
-    actor = _sft(cfg, cfg.actor_sft, boot / "actor_sft.jsonl", out / "actor-sft", 0, cfg.model)
-    data = _data(cfg, actor, out / "data")
+    boot = critique_data_once(cfg.data, cfg.model, out / "bootstrap")
+    actor = sft_once(cfg.actor_sft, boot / "actor_sft.jsonl", out / "actor-sft", model=cfg.model, seed=0)
+    data = critique_data_once(cfg.data, actor, out / "data")
     per_seed = {s: run_seed(cfg, s, actor, data) for s in args.seeds}
     atomic_write_json(out / "results.json", {str(s): r for s, r in per_seed.items()})
     atomic_write_text(out / "table.md", table(per_seed))

@@ -1,4 +1,5 @@
-"""``stepjudge eval processbench`` (the official ProcessBench metric) and ``stepjudge eval judge`` (held-out chunks)."""
+"""``stepjudge eval processbench`` (the official ProcessBench metric), ``stepjudge eval judge`` (held-out chunks),
+``eval self-verify`` (LaSeR) and ``eval critique`` (Critique-RL)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from stepjudge.cli.common import Command, CommandGroup
 
 if TYPE_CHECKING:
+    from stepjudge.eval.critique_run import CritiqueEvalConfig
     from stepjudge.eval.judge_heldout import HeldoutEvalConfig
     from stepjudge.eval.processbench import ProcessBenchEvalConfig
     from stepjudge.eval.self_verify_run import SelfVerifyConfig
@@ -65,6 +67,35 @@ examples:
 """
 
 
+CRITIQUE_DESCRIPTION = """\
+Evaluate a critic with an actor the Critique-RL way (docs/critique_rl.md).
+Greedy loop: response -> critique -> refinement for --rounds rounds (this is `stepjudge refine`, run into
+--out/greedy, or read from a finished refine folder with --refine-run); per round and overall: Acc, Acc@Refine,
+delta, delta c->i, delta i->c (shares of the whole set) and Acc@Dis (parseable verdicts).
+Equal budget (-k K > 0): per problem the actor samples (1 + 2 rounds) K responses at --sample-temperature; the
+first K start K chains critiqued and refined at the same temperature. Budget = generations per problem: K
+chains after round r cost (1 + 2r) K and are compared with the first (1 + 2r) K parallel samples (round 1:
+the paper's K vs 3K). MV@K (majority of extracted answers; ties to the answer seen first; no answer =
+ignored) and Pass@K for k = 1, 2, 4, ... K.
+--out receives samples.jsonl (resumable), summary.json, report.md and accuracy_vs_k.png.
+
+examples:
+  stepjudge eval critique --refine-run runs/refine-cpu --actor.model runs/actor-sft/final \\
+      --critic.model runs/critic-rl-cpu/stage2/final -k 4 --out runs/eval-critique
+  stepjudge eval critique --arith.n 32 --actor.model runs/actor-sft/final --critic.model runs/critic-sft/final \\
+      --rounds 2 -k 8 --out runs/eval-critique-sft
+"""
+
+
+def run_critique_eval(config: CritiqueEvalConfig, args: argparse.Namespace) -> int:
+    from stepjudge.eval.critique_run import run_critique_eval as run
+
+    summary = run(config, progress=not args.no_progress)
+    print(json.dumps({"greedy": summary["greedy"]}, indent=1))
+    print(f"report: {config.out}/report.md")
+    return 0
+
+
 def run_self_verify(config: SelfVerifyConfig, args: argparse.Namespace) -> int:
     from stepjudge.eval.self_verify_run import run_self_verify as run
 
@@ -108,6 +139,8 @@ COMMANDS = (
             "stepjudge.eval.judge_heldout:HeldoutEvalConfig", run_judge_eval),
     Command("self-verify", "LaSeR self-verification: F1, AUROC, ECE and weighted voting of a policy's self-reward",
             SELF_VERIFY_DESCRIPTION, "stepjudge.eval.self_verify_run:SelfVerifyConfig", run_self_verify),
+    Command("critique", "Critique-RL: refinement metrics per round, MV@K / Pass@K vs parallel sampling",
+            CRITIQUE_DESCRIPTION, "stepjudge.eval.critique_run:CritiqueEvalConfig", run_critique_eval, progress=True),
 )
 
 VERBS = (CommandGroup("eval", "evaluate judges on benchmarks", COMMANDS),)

@@ -20,7 +20,7 @@ from stepjudge.judge.critique import (
     solve_messages,
 )
 
-__all__ = ["critique", "grade_texts", "refine", "solve"]
+__all__ = ["critique", "grade_results", "grade_texts", "refine", "solve"]
 
 
 def _prefilled(engine: Engine, messages: list[dict], prefill: str) -> str:
@@ -46,24 +46,31 @@ def critique(critic: Engine, problems: Sequence[Problem], responses: Sequence[st
 
 
 def refine(actor: Engine, problems: Sequence[Problem], responses: Sequence[str], critiques: Sequence[str], *,
-           max_tokens: int = 1024, seed: int | None = None) -> list[str]:
-    """The actor's greedy refinement of each (problem, response, critique) (the text after the pre-fill)."""
+           max_tokens: int = 1024, temperature: float = 0.0, seed: int | None = None) -> list[str]:
+    """The actor's refinement of each (problem, response, critique) (the text after the pre-fill); greedy
+    by default, sampled at ``temperature`` for MV@K / Pass@K (``eval critique``)."""
     prompts = [_prefilled(actor, refine_messages(p.problem, y, c), REFINE_PREFILL)
                for p, y, c in zip(problems, responses, critiques, strict=True)]
-    params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, seed=seed)
+    params = SamplingParams(n=1, temperature=temperature, max_tokens=max_tokens, seed=seed)
     return [r.completions[0].text for r in actor.generate(prompts, params)]
 
 
-def grade_texts(grader: Any, problems: Sequence[Problem], texts: Sequence[str]) -> list[bool]:
-    """Whether each text answers its problem, graded by the problem's task (one batch per task)."""
+def grade_results(grader: Any, problems: Sequence[Problem], texts: Sequence[str]) -> list[Any]:
+    """Each text's :class:`~stepjudge.grading.GradeResult` (correctness and extracted answer), graded by the
+    problem's task (one batch per task)."""
     from stepjudge.tasks import task_of
 
     groups: dict[str, tuple[Any, list[int]]] = {}
     for i, p in enumerate(problems):
         task = task_of(p)
         groups.setdefault(task.source, (task, []))[1].append(i)
-    out = [False] * len(problems)
+    out: list[Any] = [None] * len(problems)
     for task, idx in groups.values():
         for i, g in zip(idx, task.grade(grader, [(texts[i], problems[i]) for i in idx]), strict=True):
-            out[i] = g.correct
+            out[i] = g
     return out
+
+
+def grade_texts(grader: Any, problems: Sequence[Problem], texts: Sequence[str]) -> list[bool]:
+    """Whether each text answers its problem, graded by the problem's task (one batch per task)."""
+    return [g.correct for g in grade_results(grader, problems, texts)]

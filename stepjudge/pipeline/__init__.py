@@ -1,11 +1,11 @@
 """The end-to-end loop (``stepjudge pipeline CONFIG``), its stage registry and its report.
 
 Importing the package registers the built-in stages: StepWiser's (:mod:`stepjudge.pipeline.stepwiser`),
-LaSeR's optional ones after them (:mod:`stepjudge.pipeline.laser`) and the report
-(:mod:`stepjudge.pipeline.report`), which runs last.
+LaSeR's (optional, :mod:`stepjudge.pipeline.laser`), Critique-RL's (optional,
+:mod:`stepjudge.pipeline.critique`) and the report (:mod:`stepjudge.pipeline.report`), which runs last.
 """
 
-from stepjudge.pipeline import laser, report, stepwiser  # noqa: F401  (registers the built-in stages)
+from stepjudge.pipeline import critique, laser, report, stepwiser  # noqa: F401  (registers the built-in stages)
 from stepjudge.pipeline.registry import (
     STAGE_REGISTRY,
     PipelineConfig,

@@ -35,7 +35,8 @@ from stepjudge.train.rewards import resolve_rewards
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CRITIC_PANELS", "CriticRLConfig", "load_critic_rows", "make_stage_trainer", "train_critic"]
+__all__ = ["CRITIC_PANELS", "CriticRLConfig", "critique_data_once", "load_critic_rows", "make_stage_trainer",
+           "sft_once", "train_critic", "trained"]
 
 CRITIC_PANELS: Panels = (
     ("reward (mean)", ("reward",)),
@@ -107,8 +108,38 @@ def load_critic_rows(path: str) -> list[dict]:
     return read_rows(path, parse, empty="no critic RL rows")
 
 
-def _done(folder: Path) -> bool:
-    return (folder / "final").is_dir() and (folder / "train_log.json").exists()
+def trained(folder: str | Path) -> bool:
+    """Whether a training run folder is finished (``final/`` and ``train_log.json`` written)."""
+    return (Path(folder) / "final").is_dir() and (Path(folder) / "train_log.json").exists()
+
+
+_done = trained
+
+
+def critique_data_once(options: dict[str, Any], actor: str, out: str | Path) -> Path:
+    """``critique-data`` with ``options`` and the actor model ``actor`` into ``out``, unless its stats.json exists.
+
+    One step of the Critique-RL chain (bootstrap data with the base actor, then the SFT actor's pool), shared
+    by the pipeline stages and experiments/critique_rl_cpu.py.
+    """
+    from stepjudge.judge.critique_data import build_critique_data
+
+    out = Path(out)
+    if not (out / "stats.json").exists():
+        build_critique_data({**options, "actor": {**options.get("actor", {}), "model": actor}, "out": str(out)})
+    return out
+
+
+def sft_once(options: dict[str, Any], data: str | Path, out: str | Path, *, model: str, seed: int) -> str:
+    """Chat prompt-completion SFT (``train segment``) of ``model`` on ``data`` into ``out`` unless it is finished;
+    returns the final model's path. The actor (solve + refine rows) and the critic are SFT'd this way."""
+    from stepjudge.train.segment import SegmentSFTConfig, train_segment
+
+    out = Path(out)
+    if not trained(out):
+        train_segment(SegmentSFTConfig(**{"model": model, **options, "data": str(data), "out": str(out),
+                                          "seed": seed}))
+    return str(out / "final")
 
 
 def make_stage_trainer(cfg: CriticRLConfig, stage: int, rows: list[dict], reward_funcs: list[Any]) -> Any:

@@ -22,6 +22,7 @@ VERB_CONFIGS: dict[tuple[str, ...], str | None] = {
     ("eval", "processbench"): "stepjudge.eval.processbench:ProcessBenchEvalConfig",
     ("eval", "judge"): "stepjudge.eval.judge_heldout:HeldoutEvalConfig",
     ("eval", "self-verify"): "stepjudge.eval.self_verify_run:SelfVerifyConfig",
+    ("eval", "critique"): "stepjudge.eval.critique_run:CritiqueEvalConfig",
     ("train", "segment"): "stepjudge.train.segment:SegmentSFTConfig",
     ("train", "segment-data"): "stepjudge.segment.self_segment:SegmentDataConfig",
     ("train", "judge"): "stepjudge.train.judge:JudgeRLConfig",
@@ -95,8 +96,13 @@ def test_every_config_field_has_a_flag_and_stage_sections_stay_yaml():
 
     assert YAML_ONLY == {}
     sections = [s.name for s in STAGE_REGISTRY if s.section_help is not None]
-    assert sections == ["annotate", "judge_data", "judge_warmup", "judge", "processbench", "chunk_reset",
-                        "best_of_n", "selection", "laser", "laser_baseline", "self_verify"]
+    assert sections[:8] == ["annotate", "judge_data", "judge_warmup", "judge", "processbench", "chunk_reset",
+                            "best_of_n", "selection"]
+    laser = ["laser", "laser_baseline", "self_verify"]
+    critique = ["critique_data", "actor_sft", "critic_sft", "critic_stage1", "critic_stage2", "critique_eval"]
+    assert [s for s in sections[8:] if s in laser] == laser
+    assert [s for s in sections[8:] if s in critique] == critique  # critic_data reuses critique_data's section
+    assert set(sections[8:]) == set(laser) | set(critique)
     assert not set(sections) & set(PipelineConfig.model_fields)
 
 
@@ -179,6 +185,10 @@ CASES = [
      ["--rounds", "3", "--actor.model", "a", "--rows", "h.jsonl", "--critic.device", "cuda"],
      {"out": "r", "rounds": 3, "critic.model": "c", "actor.model": "a", "rows": "h.jsonl",
       "critic.device": "cuda", "refine_max_tokens": 1024}),
+    (("eval", "critique"), "out: e\nk: 8\nrefine_run: r\ncritic:\n  model: c\n",
+     ["-k", "2", "--sample-temperature", "1.0", "--actor.model", "a", "--rounds", "2"],
+     {"out": "e", "k": 2, "refine_run": "r", "critic.model": "c", "actor.model": "a", "sample_temperature": 1.0,
+      "rounds": 2, "critique_max_tokens": 1536}),
     (("pipeline",), "out: runs/p\npolicy: tiny-random\nannotate:\n  rollouts: 2\nstages: [annotate]\n",
      ["--out", "runs/q", "--stages", "report", "--engine.num-threads", "1"],
      {"out": "runs/q", "policy": "tiny-random", "annotate": {"rollouts": 2}, "stages": ["report"],

@@ -92,10 +92,17 @@ def test_stage_names_sections_and_options_are_validated_against_the_registry(tmp
 
 
 def test_builtin_stages_and_config_layout():
-    assert STAGE_REGISTRY.names() == ("annotate", "judge_data", "judge_warmup", "judge", "processbench",
-                                      "chunk_reset", "best_of_n", "selection", "laser", "laser_baseline",
-                                      "self_verify", "report")
-    optional = {"judge_warmup", "laser", "laser_baseline", "self_verify"}  # LaSeR's stages: pipeline/laser.py
+    stepwiser = ("annotate", "judge_data", "judge_warmup", "judge", "processbench", "chunk_reset", "best_of_n",
+                 "selection", "report")
+    names = STAGE_REGISTRY.names()
+    assert names[:8] + names[-1:] == stepwiser
+    laser = ("laser", "laser_baseline", "self_verify")  # pipeline/laser.py
+    critique = ("critique_data", "actor_sft", "critic_data", "critic_sft", "critic_stage1", "critic_stage2",
+                "critique_eval")  # pipeline/critique.py
+    assert sorted(names[8:-1]) == sorted(laser + critique)
+    assert tuple(n for n in names if n in laser) == laser and tuple(n for n in names if n in critique) == critique
+    # the other methods' stages are optional: a StepWiser config never runs them
+    assert all(STAGE_REGISTRY[n].optional for n in names[8:-1])
     cfg = PipelineConfig(stages=["report"])
     # The dumped config (run.json, results.json) keeps the YAML's layout: stage sections at the top level.
     assert list(cfg.model_dump()) == ["out", "policy", "judge_base", "engine", "stages", "annotate", "judge_data",
@@ -104,11 +111,10 @@ def test_builtin_stages_and_config_layout():
     assert cfg.section("judge_data") == {"format": "no-cot"} and cfg.option("calibrated_threshold") is True
     assert cfg.section("processbench") == {"subsets": ["gsm8k"], "limit": 12, "balanced": True}
     # judge_warmup is optional: off (no section, not in the default stages) unless its section is given
-    assert PipelineConfig().stages == [n for n in STAGE_REGISTRY.names() if n not in optional]
+    assert PipelineConfig().stages == [n for n in stepwiser if n != "judge_warmup"]
     assert not cfg.has_section("judge_warmup")
     on = PipelineConfig(judge_warmup={"max_steps": 2})
-    assert on.stages == [n for n in STAGE_REGISTRY.names() if n not in optional - {"judge_warmup"}]
-    assert on.section("judge_warmup") == {"max_steps": 2}
+    assert on.stages == list(stepwiser) and on.section("judge_warmup") == {"max_steps": 2}
     assert list(on.model_dump())[5:8] == ["annotate", "judge_data", "judge_warmup"]
     named = PipelineConfig(stages=["judge_warmup"])  # named in `stages`: on, with the command's defaults
     assert named.has_section("judge_warmup") and named.section("judge_warmup") == {}
