@@ -233,9 +233,14 @@ def first_error_scores(predictions: Iterable[Mapping], annotations: Iterable[Map
     the solution's true first wrong chunk (``truth.first_error`` in ``stepjudge annotate`` records).
 
     ``threshold`` re-reads each chunk's verdict as ``p_positive >= threshold`` (a calibrated cut)
-    instead of the greedy verdict. Solutions without a known truth are left out.
+    instead of the greedy verdict. Solutions without a known truth are left out, and so are verdicts on
+    answer segments (``judge-data --answer-rows``).
     """
-    preds = [dict(p) for p in predictions]
+    annotations = list(annotations)
+    n_chunks = {(r["problem_id"], r.get("sample_index", 0)): len(r.get("chunks") or []) for r in annotations}
+    # answer-segment rows (chunk_index = number of chunks) are not steps: ProcessBench's first error is a step
+    preds = [dict(p) for p in predictions
+             if p["chunk_index"] < n_chunks.get((p["problem_id"], p.get("sample_index", 0)), 1 << 30)]
     if threshold is not None:
         for p in preds:
             p["verdict"] = POSITIVE if p["p_positive"] >= threshold else NEGATIVE

@@ -74,6 +74,10 @@ class JudgeDatasetConfig(BaseModel):
     seed: int = Field(0, description="seed of the held-out split and the down-sampling")
     format: DatasetFormat = Field("generative", description="generative (GRPO) | discriminative (SFT) | "
                                                             "no-cot (GRPO, verdict-only prompt)")
+    answer_rows: bool = Field(False, description="also judge each solution's answer segment (the text after its "
+                                                 "last chunk) as a final step, labelled by the graded outcome: a "
+                                                 "judge that never saw one cannot vet answers in Chunk-Reset "
+                                                 "(generative / no-cot formats)")
 
     @field_validator("annotations")
     @classmethod
@@ -193,8 +197,37 @@ def load_annotations(paths: str | os.PathLike | Sequence[str | os.PathLike],
 # -------------------------------------------------------------------------------------- examples
 
 
-def chunk_examples(records: Iterable[dict], scheme: Scheme = "rel-effective") -> list[dict]:
-    """One judge example per chunk: chunk ``i`` is judged with chunks ``0..i-1`` as its history."""
+def answer_truth(first_error: int | None, correct: bool) -> str | None:
+    """The exact verdict of an answer segment: its graded outcome when every chunk before it is right,
+    None after a wrong chunk (like any step after the first error) or without step truth."""
+    if first_error is None or first_error >= 0:
+        return None
+    return POSITIVE if correct else NEGATIVE
+
+
+def answer_example(rec: dict) -> dict | None:
+    """The judge example of a solution's answer segment (None when it has none).
+
+    Its label is the graded outcome, whatever the scheme: the Q value after a final answer is exactly
+    1 or 0, and Abs-Q, Rel-Ratio and Rel-Effective all map Q = 1 to Positive and Q = 0 to Negative.
+    """
+    text = (rec.get("answer_text") or "").strip()
+    if not text or not isinstance(rec.get("correct"), bool):
+        return None
+    chunks = rec["chunks"]
+    ex = {"problem_id": rec["problem_id"], "sample_index": rec.get("sample_index", 0),
+          "chunk_index": len(chunks), "step": "answer", "problem": rec["problem"], "history": list(chunks),
+          "chunk": text, "prompt": stepwise_judge_messages(rec["problem"], chunks, text),
+          "label": int(rec["correct"]), "verdict": POSITIVE if rec["correct"] else NEGATIVE}
+    truth = rec.get("truth")
+    if truth is not None:
+        ex["truth_verdict"] = answer_truth(int(truth["first_error"]), rec["correct"])
+    return ex
+
+
+def chunk_examples(records: Iterable[dict], scheme: Scheme = "rel-effective", answers: bool = False) -> list[dict]:
+    """One judge example per chunk: chunk ``i`` is judged with chunks ``0..i-1`` as its history; with
+    ``answers`` one more per solution for its answer segment (:func:`answer_example`)."""
     out: list[dict] = []
     for rec in records:
         chunks = rec["chunks"]
@@ -211,6 +244,9 @@ def chunk_examples(records: Iterable[dict], scheme: Scheme = "rel-effective") ->
             if truth is not None:
                 ex["truth_first_error"] = int(truth["first_error"])
             out.append(ex)
+        ans = answer_example(rec) if answers else None
+        if ans is not None and (scheme != "truth" or ans.get("truth_verdict") is not None):
+            out.append(ans)  # the truth scheme keeps only answers with an exact verdict
     return out
 
 
@@ -309,7 +345,11 @@ def _grpo_row(ex: dict, prompt: ChatMessages) -> dict:
     row = {"prompt": prompt, "label": POSITIVE if _is_positive(ex) else NEGATIVE,
            "problem_id": ex["problem_id"], "sample_index": ex.get("sample_index", 0),
            "chunk_index": ex["chunk_index"]}
-    truth = truth_verdict(ex["chunk_index"], ex.get("truth_first_error"))
+    if ex.get("step") == "answer":
+        row["step"] = "answer"
+        truth = ex.get("truth_verdict")
+    else:
+        truth = truth_verdict(ex["chunk_index"], ex.get("truth_first_error"))
     if truth is not None:  # the exact verdict beside the Monte-Carlo label, so judges are scored on both
         row["truth"] = truth
     return row
@@ -440,7 +480,10 @@ def build_judge_datasets(config: JudgeDatasetConfig) -> dict:
                              "annotated_solutions": len(records),
                              "problems": len({r["problem_id"] for r in records})}
 
+    stats["answer_rows"] = cfg.answer_rows
     if cfg.format == "discriminative":
+        if cfg.answer_rows:
+            raise ValueError("answer_rows: the discriminative format labels chunks only (one '+'/'-' per chunk)")
         tr_rec, ho_rec = split_by_problem(records, cfg.heldout_fraction, cfg.heldout_problems, cfg.seed)
         out: dict[str, Any] = {}
         for name, recs in (("train", tr_rec), ("heldout", ho_rec)):
@@ -459,7 +502,7 @@ def build_judge_datasets(config: JudgeDatasetConfig) -> dict:
         out["stats"] = stats
         return out
 
-    examples = chunk_examples(records, cfg.scheme)
+    examples = chunk_examples(records, cfg.scheme, answers=cfg.answer_rows)
     if cfg.format == "no-cot":
         for ex in examples:
             ex["prompt"] = stepwise_verdict_only_messages(ex["problem"], ex["history"], ex["chunk"])

@@ -141,20 +141,34 @@ def reference_check(problem: str, history: Sequence[str], chunk: str) -> str | N
     still answers from the label prior -- it computes but does not compare. The comparison is exact
     (it needs no label), so it is taught noise-free; the verdict after it still comes from the label.
 
-    None when the text is not an arith problem or the chunk computes nothing (no check to write).
+    A step with a ``\\boxed{}`` answer (the answer segment after the last chunk) is checked against the
+    whole calculation: ``Expected: 3 + 1 = 4, 4 + 9 = 13, answer 13.`` / ``The step says: answer 4.``,
+    and it matches only when its own calculations match and its answer is the final value -- so an
+    answer given before every operation is done does not match.
+
+    None when the text is not an arith problem or the chunk computes and answers nothing.
     """
+    from stepjudge.grading.extract import extract_boxed
+
     parsed = parse_problem(problem)
     claims = [" ".join(m) for m in (_EQUATION.findall(chunk.replace("−", "-")))]
-    if parsed is None or not claims:
+    answer = extract_boxed(chunk)
+    if parsed is None or not (claims or answer is not None):
         return None
     ops, values = parsed
     done = sum(len(_EQUATION.findall(h.replace("−", "-"))) for h in history)
-    upto = min(done + len(claims), len(ops))
+    upto = len(ops) if answer is not None else min(done + len(claims), len(ops))
     expected = [f"{values[i]} {OPS[op][1]} {b} = {values[i + 1]}" for i, (op, b) in enumerate(ops[:upto])]
-    first = f"Expected: {', '.join(expected)}." if done < len(ops) else "Expected: no calculation is left."
     said = [f"{x} {sym} {y} = {z}" for x, sym, y, z in _EQUATION.findall(chunk.replace("−", "-"))]
     # the step's claims against the expected calculations of the same operations, as written
     match = done + len(said) <= len(ops) and said == expected[done:done + len(said)]
+    if answer is not None:
+        expected.append(f"answer {values[-1]}")
+        said.append(f"answer {answer.strip()}")
+        match = match and answer.strip() == str(values[-1])
+        first = f"Expected: {', '.join(expected)}."
+    else:
+        first = f"Expected: {', '.join(expected)}." if done < len(ops) else "Expected: no calculation is left."
     return f"{first}\nThe step says: {', '.join(said)}.\nMatch: {'yes' if match else 'no'}."
 
 

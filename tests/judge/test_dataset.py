@@ -203,3 +203,40 @@ def test_truth_scheme_cuts_after_the_first_error_and_labels_exactly():
     assert right["chunks"] == ["a", "b", "c"] and right["labels"]["truth"] == [1, 1, 1]
     with pytest.raises(DataError, match="exact step truth"):
         with_truth_labels({**rec, "truth": None}, "ann.jsonl", 3)
+
+
+def test_answer_rows_label_the_answer_segment_by_its_graded_outcome(tmp_path):
+    """--answer-rows: one more example per solution, its answer segment judged after all its chunks."""
+    recs = [{**_rec("p0", 0, ["a0", "a1"], [1, 1], truth=-1), "answer_text": "\\boxed{4}", "correct": False},
+            {**_rec("p1", 0, ["c0", "c1"], [0, 0], truth=0), "answer_text": "\\boxed{7}", "correct": False},
+            {**_rec("p2", 0, ["d0"], [1], truth=-1), "answer_text": "\\boxed{9}", "correct": True},
+            {**_rec("p3", 0, ["e0"], [1]), "answer_text": "", "correct": False}]  # truncated: no answer
+    exs = chunk_examples(recs, "rel-effective", answers=True)
+    answers = [e for e in exs if e.get("step") == "answer"]
+    assert [(e["problem_id"], e["chunk_index"], e["verdict"]) for e in answers] == [
+        ("p0", 2, "Negative"), ("p1", 2, "Negative"), ("p2", 1, "Positive")]
+    assert "Historical Reasoning Path:\na0\n\na1\n\nNew Reasoning Chunk:\n\\boxed{4}" in answers[0]["prompt"][0]["content"]
+    rows = to_grpo_rows(answers)
+    # exact truth: the outcome when every chunk is right (a premature answer is wrong), none after a wrong chunk
+    assert [r.get("truth") for r in rows] == ["Negative", None, "Positive"] and rows[0]["step"] == "answer"
+    assert len(chunk_examples(recs, "rel-effective")) == 6  # off by default: chunks only
+    # the truth scheme keeps only answers with an exact verdict
+    assert [e["problem_id"] for e in chunk_examples(recs, "rel-effective", answers=True)
+            if e.get("step") == "answer" and e.get("truth_verdict") is not None] == ["p0", "p2"]
+    path = _write(tmp_path / "a.jsonl", recs)
+    built = build_judge_datasets(JudgeDatasetConfig(annotations=str(path), answer_rows=True, balance=False,
+                                                    heldout_fraction=0.0, max_prompt_tokens=None))
+    assert sum(r.get("step") == "answer" for r in built["train"]) == 3 and built["stats"]["answer_rows"] is True
+    with pytest.raises(ValueError, match="discriminative"):
+        build_judge_datasets(JudgeDatasetConfig(annotations=str(path), answer_rows=True, format="discriminative"))
+
+
+def test_first_error_scores_ignore_answer_rows():
+    from stepjudge.eval.judge_heldout import first_error_scores
+
+    ann = [{"problem_id": "p0", "sample_index": 0, "chunks": ["a", "b"], "truth": {"first_error": -1}}]
+    preds = [{"problem_id": "p0", "sample_index": 0, "chunk_index": i, "verdict": v, "p_positive": 0.5}
+             for i, v in enumerate(["Positive", "Positive", "Negative"])]  # index 2: the (wrong) answer
+    # all steps right and judged right: the solution counts as correctly judged, the answer's verdict aside
+    scores = first_error_scores(preds, ann)
+    assert (scores["solutions"], scores["n_correct"], scores["acc_correct"]) == (1, 1, 100.0)

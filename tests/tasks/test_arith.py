@@ -86,6 +86,14 @@ def test_reference_check_writes_the_expected_step_from_the_problem():
         "Expected: 3 + 1 = 4, 4 + 9 = 13.\nThe step says: 3 + 1 = 4, 4 + 9 = 13.\nMatch: yes.")
     assert reference_check(problem, ["3 + 1 = 4", "4 + 9 = 13"], "13 + 1 = 14") == (
         "Expected: no calculation is left.\nThe step says: 13 + 1 = 14.\nMatch: no.")
+    # the answer segment is checked against the whole calculation: a premature answer does not match
+    assert reference_check(problem, ["3 + 1 = 4"], "\\boxed{4}") == (
+        "Expected: 3 + 1 = 4, 4 + 9 = 13, answer 13.\nThe step says: answer 4.\nMatch: no.")
+    assert reference_check(problem, ["3 + 1 = 4", "4 + 9 = 13"], "\\boxed{13}") == (
+        "Expected: 3 + 1 = 4, 4 + 9 = 13, answer 13.\nThe step says: answer 13.\nMatch: yes.")
+    assert reference_check(problem, ["3 + 1 = 4"], "4 + 9 = 13\n\\boxed{13}") == (
+        "Expected: 3 + 1 = 4, 4 + 9 = 13, answer 13.\nThe step says: 4 + 9 = 13, answer 13.\nMatch: yes.")
+    assert reference_check(problem, ["3 + 1 = 4"], "4 + 9 = 12\n\\boxed{13}").endswith("Match: no.")
     assert reference_check(problem, [], "So we add them.") is None          # nothing to check
     assert reference_check("What is 2 + 2?", [], "2 + 2 = 4") is None       # not an arith problem
     assert get_task("arith").reference_check(problem, [], "3 + 1 = 4") == reference_check(problem, [], "3 + 1 = 4")
