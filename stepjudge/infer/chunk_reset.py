@@ -5,7 +5,9 @@ chunk goes to a stepwise judge; a Positive chunk is kept and the policy continue
 one is thrown away and re-sampled from the same prefix. After ``max_tries`` tries of one chunk the
 last try is kept anyway (the paper does not say what happens then; keeping it lets the solution go
 on) and the record says so (``kept_after_max``). The final answer line after the last chunk is not a
-chunk and is never judged. Without a judge the same loop accepts every chunk: that is the no-judge
+chunk and is not judged unless ``judge_answer`` is on: then it is vetted like a chunk (a judge trained
+with ``judge-data --answer-rows`` has seen answer segments), and a rejected answer is re-sampled from the
+same prefix, where the policy may also go on with another chunk. Without a judge the same loop accepts every chunk: that is the no-judge
 baseline, which sees the same prompts and seeds, so the two runs differ only by the judge.
 
 Batching: problems move in lock-step **rounds**. Each round makes one policy call with the next try
@@ -65,6 +67,8 @@ class ChunkResetConfig(ProblemSetConfig):
         None, description="with reset: also run the no-judge baseline on the same problems and seed "
                           "(None: on when reset)")
     max_tries: int = Field(5, ge=1, description="tries per chunk; the last is kept even if rejected")
+    judge_answer: bool = Field(False, description="also judge the answer segment after the last chunk and "
+                                                  "re-sample a rejected one (for judges trained with answer rows)")
     max_chunks: int = Field(8, ge=1, description="a solution stops (unanswered) after this many chunks")
     chunk_max_tokens: int = Field(64, ge=1, description="policy tokens per try (one chunk or the answer)")
     temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
@@ -95,7 +99,7 @@ class ChunkResetConfig(ProblemSetConfig):
 
 # Settings that change the results: a folder holding a run with other values is refused.
 _RESULT_KEYS = ("problems", "arith", "limit", "policy", "judge", "judge_spec", "reset", "compare_baseline",
-                "max_tries", "max_chunks", "chunk_max_tokens", "temperature", "top_p", "seed", "prompt_style")
+                "max_tries", "judge_answer", "max_chunks", "chunk_max_tokens", "temperature", "top_p", "seed", "prompt_style")
 
 
 def load_problems(cfg: ChunkResetConfig) -> list[Problem]:
@@ -162,6 +166,8 @@ class _State:
     current_tries: int = 0
     final_segment: str = ""
     final_tokens: int = 0
+    answer_tries: int | None = None       # judge_answer: tries of the kept answer segment
+    answer_p_positive: float | None = None
     status: str = ""
     rounds: int = 0
     judge_calls: int = 0
@@ -189,6 +195,7 @@ def _truth_wrong(task: Task, problem: Problem, chunks: Sequence[str], chunk: str
 
 def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge: ChunkJudge | None, *,
                       max_tries: int = 5, max_chunks: int = 8, chunk_max_tokens: int = 64,
+                      judge_answer: bool = False,
                       temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                       prompt_style: PromptStyle = "fewshot", grader: Any = None,
                       progress: bool = False, desc: str = "solve", task: Task | None = None) -> list[dict]:
@@ -220,28 +227,37 @@ def chunk_reset_solve(problems: Sequence[Problem], policy_engine: Engine, judge:
         params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=chunk_max_tokens,
                                 stop=stops, seed=round_seed(seed, r))
         results = policy_engine.generate([s.prompt() for s in active], params)
-        pending: list[tuple[_State, str, Completion]] = []
+        pending: list[tuple[_State, str, Completion, str]] = []
         for s, res in zip(active, results, strict=True):
             s.rounds += 1
             comp = res.completions[0]
             kind, text = split_try(comp.text, _stopped_at_close(policy_engine, comp, stops))
-            if kind == "chunk":
-                pending.append((s, text, comp))
+            truncated = comp.finish_reason == "length"
+            if kind == "chunk" or (judge is not None and judge_answer and text and not truncated):
+                pending.append((s, text, comp, kind))
             else:
                 s.final_segment, s.final_tokens = text, comp.num_tokens
-                s.status = "truncated" if comp.finish_reason == "length" else "finished"
-        verdicts = (judge.judge([ChunkQuery(s.problem.problem, tuple(s.chunks), c) for s, c, _ in pending])
+                s.status = "truncated" if truncated else "finished"
+        verdicts = (judge.judge([ChunkQuery(s.problem.problem, tuple(s.chunks), c) for s, c, _, _ in pending])
                     if judge is not None and pending else [None] * len(pending))
-        for (s, chunk, comp), v in zip(pending, verdicts, strict=True):
+        for (s, chunk, comp, kind), v in zip(pending, verdicts, strict=True):
             s.current_tries += 1
             p = None if v is None else v.p_positive
             if v is not None:
                 s.judge_calls += 1
                 s.judge_tokens += v.tokens
-                wrong = _truth_wrong(task, s.problem, s.chunks, chunk)
+                wrong = _truth_wrong(task, s.problem, s.chunks, chunk) if kind == "chunk" else None
                 if wrong is not None:
                     s.judged.append({"verdict": v.verdict, "wrong": wrong})
             accepted = v is None or v.verdict == "Positive"
+            if kind == "final":  # a judged answer segment (judge_answer)
+                if accepted or s.current_tries >= max_tries:
+                    s.final_segment, s.final_tokens, s.answer_tries = chunk, comp.num_tokens, s.current_tries
+                    s.answer_p_positive, s.current_tries, s.status = p, 0, "finished"
+                else:
+                    s.rejected.append({"index": len(s.chunks), "try": s.current_tries, "text": chunk,
+                                       "tokens": comp.num_tokens, "p_positive": p, "answer": True})
+                continue
             if accepted or s.current_tries >= max_tries:
                 s.chunks.append(chunk)
                 s.tries.append(s.current_tries)
@@ -281,7 +297,8 @@ def _records(states: Sequence[_State], grader: Any, task: Task) -> list[dict]:
             "tries": s.tries, "kept_after_max": s.kept_after_max,
             "kept_after_max_count": sum(s.kept_after_max), "p_positive": s.p_positive,
             "accepted_tokens": sum(s.chunk_tokens) + s.final_tokens, "chunk_tokens": s.chunk_tokens,
-            "final_tokens": s.final_tokens, "rejected_tokens": sum(x["tokens"] for x in s.rejected),
+            "final_tokens": s.final_tokens, "answer_tries": s.answer_tries,
+            "answer_p_positive": s.answer_p_positive, "rejected_tokens": sum(x["tokens"] for x in s.rejected),
             "resets": len(s.rejected), "judge_calls": s.judge_calls, "judge_tokens": s.judge_tokens,
             "rejected": s.rejected, "rounds": s.rounds,
         }
@@ -400,7 +417,7 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
     if cfg.run_baseline:
         runs.append(("baseline", None, "baseline_solutions.jsonl" if cfg.reset else "solutions.jsonl"))
     methods: dict[str, dict] = {}
-    kw = dict(max_tries=cfg.max_tries, max_chunks=cfg.max_chunks, chunk_max_tokens=cfg.chunk_max_tokens,
+    kw = dict(max_tries=cfg.max_tries, judge_answer=cfg.judge_answer, max_chunks=cfg.max_chunks, chunk_max_tokens=cfg.chunk_max_tokens,
               temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, prompt_style=cfg.prompt_style)
     with Grader(timeout_s=cfg.grade_timeout_s) as grader:
         for name, j, filename in runs:

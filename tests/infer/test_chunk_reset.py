@@ -122,6 +122,24 @@ def test_always_positive_judge_matches_the_no_judge_run(tiny):
         assert all(p is not None for p in j["p_positive"]) and b["p_positive"] == [None] * len(b["chunks"])
 
 
+def test_judge_answer_vets_the_answer_segment_like_a_chunk(tiny):
+    """judge_answer: the answer segment is judged too; a rejected one is re-sampled from the same prefix."""
+    policy = ScriptedPolicy()
+    recs = solve(policy, ChunkJudge(tiny, JudgeSpec(threshold=1.0)), judge_answer=True)
+    for p, r in zip(PROBLEMS, recs, strict=True):
+        c = n_chunks(p)
+        assert r["tries"] == [3] * c and r["answer_tries"] == 3 and r["final_segment"] == "\\boxed{19}"
+        answers = [x for x in r["rejected"] if x.get("answer")]
+        assert [(x["index"], x["try"]) for x in answers] == [(c, 1), (c, 2)]  # then the 3rd try is kept
+        assert r["judge_calls"] == 3 * (c + 1) and r["resets"] == 2 * (c + 1) and r["rounds"] == 3 * (c + 1)
+        assert r["status"] == "finished" and r["answer_p_positive"] < 1.0
+        assert r["accepted_tokens"] + r["rejected_tokens"] == policy.tokens_by_problem[p.problem]
+    # off (the default): the answer is never judged
+    plain = solve(ScriptedPolicy(), ChunkJudge(tiny, JudgeSpec(threshold=1.0)))
+    assert all(r["answer_tries"] is None and not any(x.get("answer") for x in r["rejected"]) for r in plain)
+    assert [r["judge_calls"] for r in plain] == [3 * n_chunks(p) for p in PROBLEMS]
+
+
 def test_token_accounting_adds_up(tiny):
     policy = ScriptedPolicy()
     recs = solve(policy, ChunkJudge(tiny, JudgeSpec(threshold=1.0)), max_tries=2)
