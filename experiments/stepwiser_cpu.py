@@ -214,9 +214,22 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
                "truth": metrics_against_truth(rows_for_truth, preds),
                "first_error": first_error_scores(preds, annotations),
                "train_wall_s": time.perf_counter() - t0}
+    if any(r.get("step") == "answer" for r in rows_for_truth):  # judge_data.answer_rows: answers apart
+        metrics["answers"] = step_metrics(rows_for_truth, preds, "answer")
+        metrics["chunks"] = step_metrics(rows_for_truth, preds, "chunk")
     atomic_write_json(out / "predictions.json", preds)
     atomic_write_json(done, metrics)
     return metrics
+
+
+def step_metrics(rows: list[dict], preds: list[dict], step: str) -> dict:
+    """MC-label and exact-truth metrics of the rows of one kind: ``answer`` segments or ``chunk`` steps."""
+    from stepjudge.eval.judge_heldout import judge_metrics, metrics_against_truth
+
+    pairs = [(r, p) for r, p in zip(rows, preds, strict=True) if (r.get("step") == "answer") == (step == "answer")]
+    sel_rows, sel_preds = [r for r, _ in pairs], [p for _, p in pairs]
+    return {"mc": judge_metrics([r["label"] for r in sel_rows], [p["verdict"] for p in sel_preds]),
+            "truth": metrics_against_truth(sel_rows, sel_preds)}
 
 
 def prune_checkpoints(folder: Path) -> int:
@@ -312,6 +325,10 @@ COLUMNS = (("acc. vs MC (%)", "mc.accuracy"), ("bal. F1 vs MC", "mc.balanced_f1"
            ("acc. vs truth (%)", "truth.accuracy"), ("bal. F1 vs truth", "truth.balanced_f1"),
            ("AUROC vs truth", "truth.auroc"), ("first-error F1", "first_error.f1"),
            ("share Positive", "mc.predicted_positive_fraction"), ("wall (min)", "train_wall_min"))
+# with judge_data.answer_rows: the answer segments' own scores (n/a for runs without them)
+ANSWER_COLUMNS = (("answers: bal. F1 vs MC", "answers.mc.balanced_f1"),
+                  ("answers: bal. F1 vs truth", "answers.truth.balanced_f1"),
+                  ("chunks: bal. F1 vs truth", "chunks.truth.balanced_f1"))
 
 
 def _get(m: dict, path: str) -> float | None:
@@ -331,12 +348,15 @@ def _mean_sd(values: list[float | None]) -> str:
 
 
 def table(results: dict[str, list[dict]], n_heldout: dict[str, int]) -> str:
+    columns = COLUMNS
+    if any("answers" in m for runs in results.values() for m in runs):
+        columns = COLUMNS + ANSWER_COLUMNS
     lines = [f"Held-out chunks: {n_heldout['mc']} ({n_heldout['mc_pos']} Positive / {n_heldout['mc_neg']} Negative "
              f"by MC label); {n_heldout['truth']} with an exact verdict. Mean ± sd over seeds.", "",
-             "| arm | seeds | " + " | ".join(c for c, _ in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+             "| arm | seeds | " + " | ".join(c for c, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
     for arm, runs in results.items():
-        cells = [_mean_sd([_get(m, path) for m in runs]) for _, path in COLUMNS]
+        cells = [_mean_sd([_get(m, path) for m in runs]) for _, path in columns]
         lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -52,3 +52,19 @@ def test_downstream_table_reads_chunk_reset_best_of_n_and_selection(exp):
     assert header.split(" | ")[-3:] == ["policy before SFT (%)", "SFT judge-selected (%)", "SFT outcome-only (%) |"]
     assert judged == "| stepwiser-cot | 1 | 30 | 40 | 12.5 | 25 | 30 | 35 | 40 | 20 | 30 | 25 |"
     assert plain == "| no-judge | 1 | 20 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+
+
+def test_answer_rows_are_scored_apart_and_tabled(exp):
+    rows = [{"label": "Positive", "truth": "Positive"}, {"label": "Negative", "truth": "Negative"},
+            {"label": "Negative", "truth": "Negative", "step": "answer"},
+            {"label": "Positive", "truth": None, "step": "answer"}]
+    preds = [{"verdict": "Positive"}, {"verdict": "Positive"}, {"verdict": "Negative"}, {"verdict": "Negative"}]
+    ans, chunks = exp.step_metrics(rows, preds, "answer"), exp.step_metrics(rows, preds, "chunk")
+    assert (ans["mc"]["n"], ans["mc"]["acc_negative"], ans["mc"]["acc_positive"]) == (2, 100.0, 0.0)
+    assert ans["truth"]["n"] == 1 and ans["truth"]["acc_negative"] == 100.0
+    assert (chunks["mc"]["acc_positive"], chunks["mc"]["acc_negative"]) == (100.0, 0.0)
+    out = exp.table({"a": [{"answers": {"truth": {"balanced_f1": 90.0}}, "chunks": {"truth": {"balanced_f1": 80.0}}}]},
+                    {"mc": 4, "mc_pos": 1, "mc_neg": 3, "truth": 3})
+    assert out.splitlines()[2].endswith("| answers: bal. F1 vs MC | answers: bal. F1 vs truth | chunks: bal. F1 vs truth |")
+    assert out.splitlines()[-1].endswith("| n/a | 90 | 80 |")
+    assert "answers:" not in exp.table({"a": [{}]}, {"mc": 4, "mc_pos": 1, "mc_neg": 3, "truth": 3})
