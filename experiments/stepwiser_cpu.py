@@ -118,7 +118,7 @@ def _judge_data(cfg: ExperimentConfig, out: Path) -> dict[str, Path]:
 
     folders = {}
     for name, extra in (("balanced", {}), ("unbalanced", {"balance": False}),
-                        ("disc", {"format": "discriminative"})):
+                        ("disc", {"format": "discriminative", "answer_rows": False})):  # PRM: chunks only
         folder = out / "data" / name
         if not (folder / "stats.json").exists():
             ds = JudgeDatasetConfig(**{"annotations": cfg.annotations, **cfg.judge_data, **extra})
