@@ -237,7 +237,8 @@ def first_error_scores(predictions: Iterable[Mapping], annotations: Iterable[Map
     answer segments (``judge-data --answer-rows``).
     """
     annotations = list(annotations)
-    n_chunks = {(r["problem_id"], r.get("sample_index", 0)): len(r.get("chunks") or []) for r in annotations}
+    n_chunks = {(r["problem_id"], r.get("sample_index", 0)): len(r["chunks"]) for r in annotations
+                if isinstance(r.get("chunks"), list)}
     # answer-segment rows (chunk_index = number of chunks) are not steps: ProcessBench's first error is a step
     preds = [dict(p) for p in predictions
              if p["chunk_index"] < n_chunks.get((p["problem_id"], p.get("sample_index", 0)), 1 << 30)]
