@@ -34,16 +34,10 @@ def refinement_metrics(before: Sequence[bool], after: Sequence[bool],
 
 def majority_answer(answers: Sequence[str | None]) -> str | None:
     """The most frequent non-None answer; a tie goes to the tied answer that appears first; None when no
-    sample has an answer (answers are compared as given: normalise them first)."""
-    counts: dict[str, int] = {}  # insertion order = first appearance
-    for a in answers:
-        if a is not None:
-            counts[a] = counts.get(a, 0) + 1
-    best, most = None, 0
-    for a, c in counts.items():
-        if c > most:  # strict: a tie keeps the earlier answer
-            best, most = a, c
-    return best
+    sample has an answer. The same vote as best-of-N's (:func:`stepjudge.infer.best_of_n.majority_vote`)."""
+    from stepjudge.infer.best_of_n import majority_vote
+
+    return majority_vote(answers)
 
 
 def _first(samples: Sequence[tuple[str | None, bool]], k: int) -> Sequence[tuple[str | None, bool]]:
