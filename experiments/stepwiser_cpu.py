@@ -136,7 +136,7 @@ def _score(model: str, rows: list[dict], *, verdict_only: bool, max_tokens: int,
         if verdict_only:
             return evaluate_judge_rows(engine, rows, max_tokens=4, seed=seed, response_prefix=PREFIX,
                                        probabilities=True)
-        return evaluate_judge_rows(engine, rows, max_tokens=max_tokens, seed=seed)
+        return evaluate_judge_rows(engine, rows, max_tokens=max_tokens, seed=seed, probabilities=True)
     finally:
         engine.close()
 
@@ -149,7 +149,7 @@ def _score_disc(model: str, data: dict[str, Path], seed: int) -> tuple[dict, lis
     engine = HFEngine(model)
     try:
         result = evaluate_judge_rows(engine, read_jsonl(data["disc"] / "heldout.jsonl"), protocol="discriminative",
-                                     seed=seed)
+                                     seed=seed, probabilities=True)
     finally:
         engine.close()
     return result, result["predictions"]
@@ -165,13 +165,19 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
     from stepjudge.judge.warmup import with_warmup_prompts
 
     done = out / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     form = "verdict" if arm.endswith("verdict") else "cot"
     warm = _warmup_cfg(form, cfg.cot_variant)
     heldout = read_jsonl(data["balanced"] / "heldout.jsonl")
+    if done.exists():
+        return backfill_auroc(json.loads(done.read_text()), arm, out, heldout, warm, data, seed)
+    if arm.startswith("untrained"):  # greedy and untrained: the same verdicts for every seed, scored once
+        for other in sorted(out.parent.parent.glob(f"seed*/{arm}/metrics.json")):
+            out.mkdir(parents=True, exist_ok=True)
+            metrics = {**json.loads(other.read_text()), "seed": seed, "scored_in": str(other.parent)}
+            atomic_write_json(done, metrics)
+            return metrics
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     model = cfg.model
     if arm.startswith("warmup") or arm.startswith("stepwiser"):
         from stepjudge.train.judge_warmup import train_judge_warmup
@@ -199,7 +205,8 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
         if not final.exists():
             train_disc_sft({**cfg.disc, "model": cfg.model, "seed": seed, "out": str(out / "sft"),
                             "train_data": str(data["disc"] / "train.jsonl")})
-        result, preds = _score_disc(str(final), data, seed)
+        model = str(final)
+        result, preds = _score_disc(model, data, seed)
         by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
         keyed = [by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"])) for r in heldout]
         rows_for_truth = [r for r, p in zip(heldout, keyed, strict=True) if p is not None]
@@ -219,6 +226,51 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
         metrics["chunks"] = step_metrics(rows_for_truth, preds, "chunk")
     atomic_write_json(out / "predictions.json", preds)
     atomic_write_json(done, metrics)
+    return metrics
+
+
+def backfill_auroc(metrics: dict, arm: str, out: Path, heldout: list[dict], warm: dict, data: dict[str, Path],
+                   seed: int) -> dict:
+    """Add the AUROC columns to an arm scored before P(Positive) was read: one prefill per held-out row on
+    the arm's saved predictions (the verdicts, and so every other column, stay as they were)."""
+    model = str(out / "sft" / "final") if arm == "disc-prm" else metrics["model"]
+    if metrics["mc"].get("auroc") is not None or ("/" in model and not Path(model).exists()):
+        return metrics  # has it, or the judge's weights are gone
+    from stepjudge.engines.hf import HFEngine
+    from stepjudge.eval.judge_heldout import (
+        _prefilled_probabilities,
+        _reasoned_probabilities,
+        metrics_against_truth,
+    )
+    from stepjudge.eval.metrics import auroc
+    from stepjudge.judge.warmup import with_warmup_prompts
+
+    if arm == "disc-prm":
+        result, preds = _score_disc(model, data, seed)
+        by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
+        keyed = [by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"])) for r in heldout]
+        rows = [r for r, p in zip(heldout, keyed, strict=True) if p is not None]
+        preds = [p for p in keyed if p is not None]
+        mc_auroc = result["auroc"]
+    else:
+        preds = json.loads((out / "predictions.json").read_text())
+        rows = with_warmup_prompts(heldout, warm)
+        engine = HFEngine(model)
+        try:
+            probs = (_prefilled_probabilities(engine, rows, PREFIX) if arm.endswith("verdict")
+                     else _reasoned_probabilities(engine, rows, preds))
+        finally:
+            engine.close()
+        for p, prob in zip(preds, probs, strict=True):
+            p["p_positive"] = prob
+        mc_auroc = auroc([p["label"] == "Positive" for p in preds], probs)
+        rows = heldout
+    truth = metrics_against_truth(rows, preds)
+    metrics = {**metrics, "mc": {**metrics["mc"], "auroc": mc_auroc},
+               "truth": {**metrics["truth"], "auroc": truth.get("auroc") if truth else None}}
+    if arm != "disc-prm":
+        atomic_write_json(out / "predictions.json", preds)
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -86,6 +86,26 @@ def _generative(engine: Engine, rows: Sequence[Mapping], params: SamplingParams,
     return preds
 
 
+def _prefilled_probabilities(engine: Engine, rows: Sequence[Mapping], response_prefix: str) -> list[float]:
+    from stepjudge.judge.scoring import positive_probabilities
+
+    return positive_probabilities(engine, [r["prompt"] for r in rows], response_prefix)
+
+
+def _reasoned_probabilities(engine: Engine, rows: Sequence[Mapping], preds: Sequence[Mapping],
+                            verdict_prefix: str = "\\boxed{") -> list[float]:
+    """P(Positive) at the verdict token after each row's first sampled analysis (see evaluate_judge_rows)."""
+    from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, positive_probabilities
+
+    engine.require(*TOKEN_PROB_NEEDS, needed_for="P(Positive) after the judge's analysis")
+    contexts = []
+    for row, pred in zip(rows, preds, strict=True):
+        analysis = pred["raw"][0]
+        cut = analysis.rfind(verdict_prefix)
+        contexts.append(engine.render(row["prompt"]) + (analysis[:cut] if cut >= 0 else analysis))
+    return positive_probabilities(engine, contexts, verdict_prefix)
+
+
 def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingParams) -> list[dict]:
     prompts, meta = [], []
     for r, row in enumerate(rows):
@@ -96,7 +116,8 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
                 continue
             prompts.append([dict(x) for x in msgs[:i]])  # chat up to this chunk's user turn
             meta.append({"row": r, "problem_id": row.get("problem_id"), "sample_index": row.get("sample_index"),
-                         "chunk_index": chunk, "label": _as_verdict(m["content"].strip())})
+                         "chunk_index": chunk, "label": _as_verdict(m["content"].strip()),
+                         "prompt": prompts[-1]})
             chunk += 1
     results = engine.generate(prompts, params) if prompts else []
     preds = []
@@ -105,6 +126,26 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
         sign = parse_prm_verdict(text)
         preds.append({**info, "verdict": _PRM_TO_VERDICT.get(sign) if sign else None, "raw": [text]})
     return preds
+
+
+def _prm_probabilities(engine: Engine, preds: list[dict]) -> list[float]:
+    """P("+") / (P("+") + P("-")) at the PRM's answer token, read from one prefill per chunk."""
+    import math
+
+    from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, _first_new_token
+
+    engine.require(*TOKEN_PROB_NEEDS, needed_for="a PRM's P(+)")
+    prompts = [p["prompt"] for p in preds]
+    if not prompts:
+        return []
+    context = engine.render(prompts[0])
+    ids = [_first_new_token(engine.tokenizer, context, sign) for sign in ("+", "-")]
+    out = []
+    for lp_pos, lp_neg in engine.next_token_logprobs(prompts, ids):
+        m = max(lp_pos, lp_neg)
+        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
+        out.append(a / (a + b))
+    return out
 
 
 def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
@@ -117,10 +158,12 @@ def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
     ``response_prefix`` (generative only) pre-fills the start of the judge's answer, e.g. ``"\\boxed{"``
     for the verdict-only judge: the verdict is read from prefix + continuation.
 
-    ``probabilities`` (generative, with a ``response_prefix`` ending right before the verdict, hf engine)
-    also reads P(Positive) from the verdict token (:mod:`stepjudge.judge.scoring`) into each prediction's
-    ``p_positive`` and reports ``auroc``: how well the judge *ranks* good above bad chunks, which a judge
-    biased to one verdict can do even when its greedy F1 is 0.
+    ``probabilities`` (generative, hf engine) also reads P(Positive) from the verdict token
+    (:mod:`stepjudge.judge.scoring`) into each prediction's ``p_positive`` and reports ``auroc``: how well
+    the judge *ranks* good above bad chunks, which a judge biased to one verdict can do even when its
+    greedy F1 is 0. With a ``response_prefix`` ending right before the verdict it is read there; without
+    one (a judge that reasons first) it is read after the judge's own first analysis, cut at its last
+    ``\\boxed{`` (or at its end when it wrote none) + ``\\boxed{``: one extra prefill per row, no decoding.
 
     ``temperature`` defaults to greedy for one vote and 1.0 for several (identical greedy votes would
     make voting pointless). Discriminative mode always decodes greedily, 2 tokens, one sample: the
@@ -139,15 +182,17 @@ def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,
     metrics = judge_metrics([p["label"] for p in preds], [p["verdict"] for p in preds],
                             unparsed_as=unparsed_as)
     if probabilities:
-        if protocol != "generative" or not response_prefix:
-            raise ValueError("probabilities need the generative protocol and a response_prefix such as '\\boxed{'")
-        from stepjudge.judge.scoring import positive_probabilities
-
-        for p, prob in zip(preds, positive_probabilities(engine, [r["prompt"] for r in rows], response_prefix),
-                           strict=True):
+        if protocol == "discriminative":
+            probs = _prm_probabilities(engine, preds)
+        elif response_prefix:
+            probs = _prefilled_probabilities(engine, rows, response_prefix)
+        else:
+            probs = _reasoned_probabilities(engine, rows, preds)
+        for p, prob in zip(preds, probs, strict=True):
             p["p_positive"] = prob
         metrics["auroc"] = auroc([p["label"] == POSITIVE for p in preds], [p["p_positive"] for p in preds])
     for p in preds:  # the decision actually scored, after the unparsed fallback
+        p.pop("prompt", None)
         p["unparsed"] = p["verdict"] is None
         if p["verdict"] is None:
             p["verdict"] = unparsed_as

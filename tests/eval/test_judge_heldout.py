@@ -95,8 +95,21 @@ def test_discriminative_protocol_on_tiny_model(engine):
     assert all(len(p["raw"]) == 1 for p in preds)
     for p in preds:  # an unparsed answer is scored as unparsed_as
         assert p["verdict"] == (N if p["unparsed"] else {"+": P, "-": N}[p["raw"][0].strip()[0]])
+    assert all("prompt" not in p for p in preds)  # the chats are not copied into the predictions
     with pytest.raises(ValueError, match="protocol"):
         evaluate_judge_rows(engine, rows, protocol="other")
+    # P(+) renormalised over "+" and "-" at the PRM's answer token, and its AUROC
+    import math
+
+    from stepjudge.eval.metrics import auroc
+
+    probs = evaluate_judge_rows(engine, rows, protocol="discriminative", probabilities=True)
+    tok = engine.tokenizer
+    ids = [tok("+", add_special_tokens=False).input_ids[0], tok("-", add_special_tokens=False).input_ids[0]]
+    chats = [rows[0]["messages"][:1], rows[0]["messages"][:3], rows[1]["messages"][:1], rows[1]["messages"][:3]]
+    want = [math.exp(a) / (math.exp(a) + math.exp(b)) for a, b in engine.next_token_logprobs(chats, ids)]
+    assert [p["p_positive"] for p in probs["predictions"]] == pytest.approx(want)
+    assert probs["auroc"] == auroc([p["label"] == P for p in probs["predictions"]], want)
 
 
 def test_probabilities_auroc_and_train_calibrated_cut(engine):
@@ -117,8 +130,32 @@ def test_probabilities_auroc_and_train_calibrated_cut(engine):
     expected = judge_metrics([p["label"] for p in res["predictions"]],
                              [P if p["p_positive"] >= cal["threshold"] else N for p in res["predictions"]])
     assert {k: cal[k] for k in expected} == expected
-    with pytest.raises(ValueError, match="response_prefix"):
-        evaluate_judge_rows(engine, rows, probabilities=True)
+
+
+def test_reasoned_probabilities_read_after_the_judges_own_analysis(engine):
+    """A judge that reasons first: P(Positive) at \\boxed{ after its greedy analysis (cut at its last
+    \\boxed{, or at its end), so CoT judges get an AUROC too."""
+    from stepjudge.eval.metrics import auroc
+    from stepjudge.judge.scoring import positive_probabilities
+
+    rows = to_grpo_rows(chunk_examples(RECORDS))
+    res = evaluate_judge_rows(engine, rows, max_tokens=6, probabilities=True)
+    contexts = []
+    for row, pred in zip(rows, res["predictions"], strict=True):
+        text = pred["raw"][0]
+        cut = text.rfind("\\boxed{")
+        contexts.append(engine.render(row["prompt"]) + (text[:cut] if cut >= 0 else text))
+    expected = positive_probabilities(engine, contexts, "\\boxed{")
+    assert [p["p_positive"] for p in res["predictions"]] == pytest.approx(expected)
+    assert all(0.0 <= p <= 1.0 for p in expected)
+    assert res["auroc"] == auroc([r["label"] == P for r in rows], expected)
+    # an analysis that already wrote \\boxed{Negative} is read at that \\boxed{, not after it
+    pred = {"raw": ["check 2 \\boxed{Negative}"]}
+    from stepjudge.eval.judge_heldout import _reasoned_probabilities
+
+    got = _reasoned_probabilities(engine, rows[:1], [pred])
+    want = positive_probabilities(engine, [engine.render(rows[0]["prompt"]) + "check 2 "], "\\boxed{")
+    assert got == pytest.approx(want)
 
 
 def test_first_error_scores_against_arith_truth():

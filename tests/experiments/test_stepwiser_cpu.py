@@ -68,3 +68,26 @@ def test_answer_rows_are_scored_apart_and_tabled(exp):
     assert out.splitlines()[2].endswith("| answers: bal. F1 vs MC | answers: bal. F1 vs truth | chunks: bal. F1 vs truth |")
     assert out.splitlines()[-1].endswith("| n/a | 90 | 80 |")
     assert "answers:" not in exp.table({"a": [{}]}, {"mc": 4, "mc_pos": 1, "mc_neg": 3, "truth": 3})
+
+
+def test_untrained_arm_is_scored_once_and_reused_by_later_seeds(exp, tmp_path):
+    """The untrained judge decodes greedily: every seed would repeat the same verdicts, so seed 1
+    reuses seed 0's scores (and says where they came from) instead of re-scoring ~10 minutes."""
+    import json
+
+    from stepjudge.utils.io import write_jsonl_atomic
+
+    data = tmp_path / "data" / "balanced"
+    data.mkdir(parents=True)
+    write_jsonl_atomic(data / "heldout.jsonl", [{"label": "Positive", "prompt": "p", "problem_id": "a"}])
+    first = tmp_path / "seed0" / "untrained-cot"
+    first.mkdir(parents=True)
+    scored = {"arm": "untrained-cot", "seed": 0, "model": "smollm2-135m",
+              "mc": {"balanced_f1": 0.0, "auroc": 0.61}, "truth": {"balanced_f1": 0.0}}
+    (first / "metrics.json").write_text(json.dumps(scored))
+    cfg = exp.ExperimentConfig(annotations=str(tmp_path / "unused.jsonl"))
+    got = exp.run_arm("untrained-cot", cfg, {"balanced": data}, 1, tmp_path / "seed1" / "untrained-cot")
+    assert got == {**scored, "seed": 1, "scored_in": str(first)}
+    assert json.loads((tmp_path / "seed1" / "untrained-cot" / "metrics.json").read_text()) == got
+    # a finished arm that already has its AUROC is returned as it is, without loading any model
+    assert exp.run_arm("untrained-cot", cfg, {"balanced": data}, 0, first) == scored
