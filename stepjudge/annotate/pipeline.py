@@ -35,7 +35,7 @@ from stepjudge.data.records import Problem
 from stepjudge.engines.base import Engine
 from stepjudge.errors import RunFolderError
 from stepjudge.utils.io import JsonlAppender, write_jsonl_atomic
-from stepjudge.utils.runfolder import check_or_write_run_json
+from stepjudge.utils.runfolder import run_folder
 
 __all__ = ["AnnotateConfig", "AnnotationRun", "annotate", "annotate_group", "flatten", "group_seed",
            "load_annotation_problems"]
@@ -60,15 +60,19 @@ class AnnotationRun:
         g = self.config.group_size
         return [list(problems[i:i + g]) for i in range(0, len(problems), g)]
 
-    def _check_run_json(self) -> None:
-        check_or_write_run_json(self.out, "annotate", self.config.model_dump(mode="json"), RESUME_KEYS)
-
     def run(self) -> dict | None:
-        """Process the missing groups of this process's shards; merge and report when all are done."""
+        """Process the missing groups of this process's shards; merge and report when all are done.
+
+        The problems are loaded (and checked) before the folder is touched; the folder (or, with
+        ``--shard``, this shard of it) is locked while the job runs."""
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_run_json()
         problems = load_annotation_problems(cfg)
+        lock = ".lock" if cfg.shard is None else f".lock-shard-{cfg.shard:05d}"
+        with run_folder(self.out, "annotate", cfg.model_dump(mode="json"), RESUME_KEYS, lock_name=lock):
+            return self._run_locked(problems)
+
+    def _run_locked(self, problems: Sequence[Problem]) -> dict | None:
+        cfg = self.config
         groups = self.groups(problems)
         shards = [cfg.shard] if cfg.shard is not None else list(range(cfg.num_shards))
         if cfg.ray:

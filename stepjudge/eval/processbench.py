@@ -39,7 +39,7 @@ from stepjudge.judge.scoring import prefill_answer
 from stepjudge.judge.verdicts import majority_index, majority_verdict, parse_prm_verdict
 from stepjudge.judge.warmup import WarmupConfig, warmup_prompt
 from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
-from stepjudge.utils.runfolder import check_or_write_run_json
+from stepjudge.utils.runfolder import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,7 @@ class ProcessBenchRun:
         self._cases = cases
         self.progress = progress
 
-    # -- folder bookkeeping
-    def _check_or_write_run_json(self) -> None:
-        check_or_write_run_json(self.out, "processbench", self.config.model_dump(mode="json"), _RESUME_KEYS)
-
+    # -- inputs
     def load_cases(self) -> list[ProcessBenchCase]:
         if self._cases is not None:
             return list(self._cases)
@@ -211,11 +208,16 @@ class ProcessBenchRun:
         return picked
 
     def run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._check_or_write_run_json()
+        """Load (and check) the cases, then lock the folder, check ``run.json`` and judge what is missing."""
         cases = self.load_cases()
+        if not cases:
+            from stepjudge.errors import DataError
+
+            raise DataError("no ProcessBench cases to judge: the source holds no records",
+                            path=self.config.source or "processbench")
         wanted = {c.id for c in cases}
-        with JsonlAppender(self.out / "predictions.jsonl") as log_file:
+        with run_folder(self.out, "processbench", self.config.model_dump(mode="json"), _RESUME_KEYS), \
+                JsonlAppender(self.out / "predictions.jsonl") as log_file:
             finished = {r["id"] for r in log_file.records}
             todo = [c for c in cases if c.id not in finished]
             log.info("processbench: %d cases, %d already judged, %d to go", len(cases), len(cases) - len(todo),
@@ -223,7 +225,7 @@ class ProcessBenchRun:
             if todo:
                 self._judge(todo, log_file)
             records = [r for r in log_file.records if r["id"] in wanted]
-        return self.write_summary(records)
+            return self.write_summary(records)
 
     def write_summary(self, records: list[dict]) -> dict:
         summary = processbench_summary(records)
@@ -308,9 +310,10 @@ def score_predictions_file(path: str | Path, source: str | None = None) -> dict:
     from stepjudge.utils.io import iter_jsonl
 
     preds: dict[str, int | None] = {}
-    for lineno, rec in iter_jsonl(path):
-        if "id" not in rec:
-            raise DataError("missing", path=str(path), line=lineno, field="id")
+    for lineno, rec in iter_jsonl(path, what="predictions file"):
+        if not isinstance(rec.get("id"), str):
+            got = "missing" if "id" not in rec else f"expected a string like 'gsm8k-12', got {type(rec['id']).__name__}"
+            raise DataError(got, path=str(path), line=lineno, field="id")
         if "prediction" not in rec:
             raise DataError("missing", path=str(path), line=lineno, field="prediction")
         p = rec["prediction"]
@@ -320,6 +323,9 @@ def score_predictions_file(path: str | Path, source: str | None = None) -> dict:
         if rec["id"] in preds:
             raise DataError(f"duplicate id {rec['id']!r}", path=str(path), line=lineno, field="id")
         preds[str(rec["id"])] = p
+    if not preds:
+        raise DataError("no predictions: the file holds no records (one {\"id\", \"prediction\"} object per line)",
+                        path=str(path))
     subsets = sorted({i.rsplit("-", 1)[0] for i in preds}, key=lambda s: (
         PROCESSBENCH_SUBSETS.index(s) if s in PROCESSBENCH_SUBSETS else 99, s))
     unknown = [s for s in subsets if s not in PROCESSBENCH_SUBSETS]

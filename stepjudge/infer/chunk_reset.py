@@ -46,7 +46,7 @@ from stepjudge.tasks.config import ProblemSetConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["ChunkResetConfig", "chunk_reset_solve", "summarize", "run_chunk_reset", "load_problems",
-           "split_try", "round_seed", "report_markdown"]
+           "split_try", "round_seed", "batch_seed", "problem_batches", "solve_resumable", "report_markdown"]
 
 PromptStyle = Literal["fewshot", "chat"]
 
@@ -74,6 +74,10 @@ class ChunkResetConfig(ProblemSetConfig):
     temperature: float = Field(1.0, ge=0, description="policy sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="policy nucleus sampling")
     seed: int = Field(0, description="sampling seed; each round derives its own from it")
+    batch_problems: int | None = Field(
+        None, ge=1, description="problems solved together and appended to the output as one batch: a killed "
+                                "run resumes after the last whole batch (None: all problems in one batch, "
+                                "so only finished methods are kept)")
     out: str = Field("runs/solve", description="run folder (resumable)")
 
     @model_validator(mode="after")
@@ -99,7 +103,8 @@ class ChunkResetConfig(ProblemSetConfig):
 
 # Settings that change the results: a folder holding a run with other values is refused.
 _RESULT_KEYS = ("problems", "arith", "limit", "policy", "judge", "judge_spec", "reset", "compare_baseline",
-                "max_tries", "judge_answer", "max_chunks", "chunk_max_tokens", "temperature", "top_p", "seed", "prompt_style")
+                "max_tries", "judge_answer", "max_chunks", "chunk_max_tokens", "temperature", "top_p", "seed", "prompt_style",
+                "batch_problems")
 
 
 def load_problems(cfg: ChunkResetConfig) -> list[Problem]:
@@ -110,6 +115,59 @@ def load_problems(cfg: ChunkResetConfig) -> list[Problem]:
 def round_seed(seed: int, round_index: int) -> int:
     """Sampling seed of one round: reproducible, and different for every round."""
     return (seed * 1_000_003 + round_index * 7919 + 17) % (2**31 - 1)
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """Seed of one batch of problems: the config seed for the first (so one batch is the unbatched run),
+    a different reproducible one for each later batch."""
+    return seed if batch_index == 0 else (seed + batch_index * 1_000_033) % (2**31 - 1)
+
+
+def problem_batches(problems: Sequence[Problem], size: int | None) -> list[list[Problem]]:
+    """Consecutive batches of ``size`` problems (one batch when None); fixed by the problem order, so a
+    resumed run solves exactly the batches an uninterrupted one would."""
+    size = size or max(len(problems), 1)
+    return [list(problems[i:i + size]) for i in range(0, len(problems), size)]
+
+
+def solve_resumable(path: str | Path, problems: Sequence[Problem], batch_size: int | None,
+                    solve_batch: Any) -> list[dict]:
+    """Records of ``problems`` in order, solving only the batches ``path`` does not hold yet.
+
+    ``path`` is an append log keyed by problem id: each batch's records are appended with one write
+    (``solve_batch(batch, batch_index) -> records``). On resume a torn last line is repaired
+    (:func:`~stepjudge.utils.io.repair_jsonl_tail`) and a batch with only some of its records (a crash
+    mid-write) is dropped and solved again, so a resumed run equals an uninterrupted one.
+    """
+    from stepjudge.errors import RunFolderError
+    from stepjudge.utils.io import JsonlAppender, repair_jsonl_tail, write_jsonl_atomic
+
+    path = Path(path)
+    batches = problem_batches(problems, batch_size)
+    old = repair_jsonl_tail(path)
+    by_id: dict[str, dict] = {}
+    for n, rec in enumerate(old, start=1):
+        pid = rec.get("id")
+        if not isinstance(pid, str):
+            raise RunFolderError(f"{path}: record {n} has no string 'id'; not a solutions log of this run")
+        if pid in by_id:
+            raise RunFolderError(f"{path}: problem id {pid!r} appears twice; the log is corrupt, use another --out")
+        by_id[pid] = rec
+    whole = [b for b in batches if all(p.id in by_id for p in b)]
+    keep = {p.id for b in whole for p in b}
+    if set(by_id) - keep:
+        log.warning("%s: dropping %d records of unfinished batches (solved again)", path, len(set(by_id) - keep))
+        write_jsonl_atomic(path, [r for r in old if r["id"] in keep])
+    if whole:
+        log.info("%s: %d of %d batches already solved", path.name, len(whole), len(batches))
+    with JsonlAppender(path) as out:
+        for k, batch in enumerate(batches):
+            if all(p.id in keep for p in batch):
+                continue
+            records = solve_batch(batch, k)
+            out.extend(records)
+            by_id.update({r["id"]: r for r in records})
+    return [by_id[p.id] for p in problems]
 
 
 def stop_strings(style: PromptStyle) -> tuple[str, ...]:
@@ -388,12 +446,12 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
 
     Engines are built from the config unless given. Folder: ``run.json``, ``solutions.jsonl`` (the
     Chunk-Reset run, or the baseline without reset), ``baseline_solutions.jsonl`` (with reset and
-    compare_baseline), ``summary.json``, ``report.md``.
+    compare_baseline), ``summary.json``, ``report.md``. The problems are loaded and checked before the
+    folder is touched; the solution files are append logs (one write per batch of ``batch_problems``),
+    so re-running the same command resumes after the last whole batch. ``seconds`` and
+    ``policy_tokens`` in the summary count this process only.
     """
-    from stepjudge.engines.factory import make_engine
-    from stepjudge.grading import Grader
-    from stepjudge.utils.io import atomic_write_json, atomic_write_text, write_jsonl_atomic
-    from stepjudge.utils.runfolder import check_or_write_run_json
+    from stepjudge.utils.runfolder import run_folder
 
     cfg = config if isinstance(config, ChunkResetConfig) else ChunkResetConfig(**config)
     out = Path(cfg.out)
@@ -401,10 +459,18 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
     saved["engine"] = cfg.policy_engine_config().model_dump(mode="json")
     if cfg.judge:
         saved["judge_engine"] = cfg.judge_engine_config().model_dump(mode="json")
-    out.mkdir(parents=True, exist_ok=True)
-    check_or_write_run_json(out, "solve", saved, _RESULT_KEYS)
     task = get_task(cfg.problems)
-    problems = load_problems(cfg)
+    problems = load_problems(cfg)  # inputs first: a bad one leaves the folder untouched
+    with run_folder(out, "solve", saved, _RESULT_KEYS):
+        return _run_in_folder(cfg, out, task, problems, policy_engine, judge_engine, progress)
+
+
+def _run_in_folder(cfg: ChunkResetConfig, out: Path, task: Task, problems: list[Problem],
+                   policy_engine: Engine | None, judge_engine: Engine | None, progress: bool) -> dict:
+    from stepjudge.engines.factory import make_engine
+    from stepjudge.grading import Grader
+    from stepjudge.utils.io import atomic_write_json, atomic_write_text
+
     policy = policy_engine or make_engine(cfg.policy_engine_config())
     judge = None
     if cfg.reset:
@@ -418,14 +484,17 @@ def run_chunk_reset(config: ChunkResetConfig | dict, policy_engine: Engine | Non
         runs.append(("baseline", None, "baseline_solutions.jsonl" if cfg.reset else "solutions.jsonl"))
     methods: dict[str, dict] = {}
     kw = dict(max_tries=cfg.max_tries, judge_answer=cfg.judge_answer, max_chunks=cfg.max_chunks, chunk_max_tokens=cfg.chunk_max_tokens,
-              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, prompt_style=cfg.prompt_style)
+              temperature=cfg.temperature, top_p=cfg.top_p, prompt_style=cfg.prompt_style)
     with Grader(timeout_s=cfg.grade_timeout_s) as grader:
         for name, j, filename in runs:
             t0 = time.perf_counter()
             tokens0 = policy.stats.completion_tokens
-            records = chunk_reset_solve(problems, policy, j, grader=grader, progress=progress, desc=name,
-                                        task=task, **kw)
-            write_jsonl_atomic(out / filename, records)
+
+            def solve_batch(batch: list[Problem], k: int, j: ChunkJudge | None = j, name: str = name) -> list[dict]:
+                return chunk_reset_solve(batch, policy, j, grader=grader, progress=progress, desc=name, task=task,
+                                         seed=batch_seed(cfg.seed, k), **kw)
+
+            records = solve_resumable(out / filename, problems, cfg.batch_problems, solve_batch)
             m = summarize(records)
             m.update(seconds=round(time.perf_counter() - t0, 3), rounds=max((r["rounds"] for r in records), default=0),
                      policy_tokens=policy.stats.completion_tokens - tokens0, file=filename)

@@ -86,8 +86,11 @@ class Task(ABC):
 
     def load(self, settings: Any = None, *, limit: int | None = None, need_answers: bool = True,
              data_root: str | None = None) -> list[Problem]:
-        """The first ``limit`` problems; with ``need_answers`` each must have a reference answer."""
+        """The first ``limit`` problems; with ``need_answers`` each must have a reference answer. An empty
+        source is an error."""
         problems = self.read_problems(settings, data_root=data_root)
+        if not problems:  # an empty input must not become an empty result that replaces a good one
+            raise DataError("no problems: the source holds no records", path=self.source)
         problems = problems[:limit] if limit else problems
         missing = [p.id for p in problems if not p.answer]
         if need_answers and missing:
