@@ -61,9 +61,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         raise DataError("a config file is expected, this is a folder", path=str(path))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise DataError("config file not found", path=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read the config file ({e.strerror or e})", path=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text (byte 0x{raw[e.start]:02x}); save the config as UTF-8", path=str(path),
+                        line=raw[:e.start].count(b"\n") + 1) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise DataError(f"invalid YAML: {getattr(e, 'problem', e)}", path=str(path),

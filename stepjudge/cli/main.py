@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     except StepJudgeError as e:
         print(f"stepjudge: error: {e}", file=sys.stderr)
         return 1
+    except (OSError, UnicodeDecodeError) as e:  # a file the readers did not check: still one line, no traceback
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"stepjudge: error: {where}{what} ({type(e).__name__}; run with -v for the traceback)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("stepjudge: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -103,6 +103,9 @@ def _builtin_file(source: str | os.PathLike | None, subdir: str, filename: str, 
                   data_root: str | os.PathLike | None = None) -> Path:
     """Resolve a bundled dataset file from ``source`` (None: under the data root; its folder, the data
     root, or the file itself)."""
+    if Path(filename).name != filename or filename.startswith("."):  # e.g. gsm8k:../../etc/passwd
+        raise DataError(f"{what}: {filename!r} is not a plain file name; a split names a file inside the "
+                        f"{subdir}/ data folder (no '/', '..' or leading '.')")
     if source is None:
         path = _require_root(what, data_root) / subdir / filename
     else:
@@ -340,7 +343,12 @@ def load_processbench(subsets: str | Sequence[str] | None = None, source: str | 
 
 def load_gsm8k(split: str = "test", source: str | os.PathLike | None = None, limit: int | None = None, *,
                data_root: str | os.PathLike | None = None) -> list[Problem]:
-    """GSM8K ``{split}.jsonl`` (test, train, test_socratic); the answer is the number after ``####``."""
+    """GSM8K ``{split}.jsonl`` (test, train, test_socratic); the answer is the number after ``####``.
+
+    ``split`` is a plain name (letters, digits, ``_``, ``-``): it can never reach outside the data folder."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", split or ""):
+        raise DataError(f"GSM8K split {split!r} is not a split name (letters, digits, '_' or '-', e.g. test, train, "
+                        "test_socratic); a split cannot be a path")
     rows = _file_rows(_builtin_file(source, "gsm8k", f"{split}.jsonl", f"GSM8K split {split!r}", data_root))
     out: list[Problem] = []
     for i, (n, rec) in enumerate(_records(rows, "GSM8K problem")):

@@ -23,6 +23,8 @@ class EngineConfig(BaseModel):
     num_threads: int | None = Field(None, description="torch threads; None = torch default")
     max_batch_rows: int = Field(64, ge=1, description="sequences decoded at once (prompts x n)")
     share_prefix: bool = Field(True, description="hf: reuse the KV cache of shared prompt prefixes")
+    allow_pickle: bool = Field(False, description="hf: also load a checkpoint whose weights are pickles (.bin, "
+                                                  ".pt); loading one can run code, so only for trusted files")
     # openai
     base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: server URL")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
@@ -42,7 +44,7 @@ def make_engine(config: EngineConfig | dict) -> Engine:
 
         return HFEngine(config.model, dtype=config.dtype, device=config.device,
                         max_batch_rows=config.max_batch_rows, share_prefix=config.share_prefix,
-                        num_threads=config.num_threads)
+                        num_threads=config.num_threads, allow_pickle=config.allow_pickle)
     from stepjudge.engines.openai import OpenAIEngine
 
     return OpenAIEngine(config.base_url, config.model, api_key_env=config.api_key_env,

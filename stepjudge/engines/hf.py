@@ -48,13 +48,14 @@ class HFEngine(Engine):
         compact_ratio: drop finished rows from the batch when at most this share is still running.
         prefix_cache_tokens: prompt tokens whose KV is kept to skip re-encoding shared prefixes in later
             calls (0 turns it off); see :mod:`stepjudge.engines.prefix_cache`.
+        allow_pickle: also load pickle weights (.bin); off, only safetensors load (a pickle can run code).
     """
 
     capabilities = frozenset(Capability)
 
     def __init__(self, model, tokenizer=None, *, dtype: str = "float32", device: str = "cpu",
                  max_batch_rows: int = 64, share_prefix: bool = True, num_threads: int | None = None,
-                 compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384):
+                 compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384, allow_pickle: bool = False):
         super().__init__()
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -62,7 +63,7 @@ class HFEngine(Engine):
             from stepjudge.models import load_model_and_tokenizer
 
             self.model_name = str(model)
-            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device)
+            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device, allow_pickle=allow_pickle)
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a loaded model")

@@ -192,18 +192,34 @@ def report_markdown(summary: dict[str, Any], cfg: CritiqueEvalConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read_refine_run(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """A finished ``stepjudge refine`` folder's records, checked (file, line, field) before anything runs."""
+    from stepjudge.errors import DataError, RunFolderError
+    from stepjudge.infer.refine import summarize_refine
+    from stepjudge.utils.io import iter_jsonl
+
+    if not (folder / "summary.json").exists():
+        raise RunFolderError(f"{folder} has no summary.json: finish that `stepjudge refine` run first")
+    path = folder / "refine.jsonl"
+    records = []
+    for line, rec in iter_jsonl(path, what="refine log"):
+        for key, types in (("id", str), ("problem", dict), ("rounds", list)):
+            if not isinstance(rec.get(key), types):
+                raise DataError(f"expected {types.__name__} ({'missing' if key not in rec else 'wrong type'})",
+                                path=str(path), line=line, field=key)
+        records.append(rec)
+    if not records:
+        raise DataError("no records: the refine log is empty", path=str(path))
+    return records, summarize_refine(records), str(folder)
+
+
 def _greedy(cfg: CritiqueEvalConfig, progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     """The greedy loop's records and summary: read from ``refine_run`` or run (resumably) into out/greedy."""
-    from stepjudge.errors import RunFolderError
     from stepjudge.infer.refine import run_refine, summarize_refine
     from stepjudge.utils.io import read_jsonl
 
     if cfg.refine_run:
-        folder = Path(cfg.refine_run)
-        if not (folder / "summary.json").exists():
-            raise RunFolderError(f"{folder} has no summary.json: finish that `stepjudge refine` run first")
-        records = read_jsonl(folder / "refine.jsonl")
-        return records, summarize_refine(records), str(folder)
+        return _read_refine_run(Path(cfg.refine_run))
     fields = {k: v for k, v in cfg.model_dump().items() if k in RefineConfig.model_fields}
     greedy = RefineConfig(**{**fields, "out": str(Path(cfg.out) / "greedy")})
     run_refine(greedy, progress=progress)
@@ -213,17 +229,24 @@ def _greedy(cfg: CritiqueEvalConfig, progress: bool) -> tuple[list[dict[str, Any
 
 def run_critique_eval(config: CritiqueEvalConfig | dict, *, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) both parts; writes summary.json, report.md and accuracy_vs_k.png; returns the summary."""
-    from stepjudge.engines.factory import make_engine
-    from stepjudge.grading import Grader
-    from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
-    from stepjudge.utils.runfolder import check_or_write_run_json
+    from stepjudge.utils.runfolder import run_folder
 
     cfg = config if isinstance(config, CritiqueEvalConfig) else CritiqueEvalConfig(**config)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_or_write_run_json(out, "eval-critique", {**cfg.model_dump(mode="json"), "actor_model": cfg.actor.model,
-                                                   "critic_model": cfg.critic.model}, _RESUME_KEYS)
-    records, greedy, source = _greedy(cfg, progress)
+    given = _read_refine_run(Path(cfg.refine_run)) if cfg.refine_run else None  # inputs before the folder
+    with run_folder(out, "eval-critique", {**cfg.model_dump(mode="json"), "actor_model": cfg.actor.model,
+                                           "critic_model": cfg.critic.model}, _RESUME_KEYS):
+        return _critique_eval_in_folder(cfg, out, given or _greedy(cfg, progress), progress)
+
+
+def _critique_eval_in_folder(cfg: CritiqueEvalConfig, out: Path,
+                             greedy_run: tuple[list[dict[str, Any]], dict[str, Any], str],
+                             progress: bool) -> dict[str, Any]:
+    from stepjudge.engines.factory import make_engine
+    from stepjudge.grading import Grader
+    from stepjudge.utils.io import JsonlAppender, atomic_write_json, atomic_write_text
+
+    records, greedy, source = greedy_run
     summary: dict[str, Any] = {"greedy": greedy, "greedy_source": source, "sampling": None}
     rounds = len(greedy["rounds"])
     if cfg.k and rounds:

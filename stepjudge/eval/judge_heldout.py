@@ -27,7 +27,7 @@ from stepjudge.eval.metrics import auroc, harmonic_f1, subset_scores
 from stepjudge.grading.extract import extract_verdict
 from stepjudge.judge.verdicts import majority_verdict, parse_prm_verdict
 
-__all__ = ["judge_metrics", "evaluate_judge_rows", "calibrated_metrics", "first_error_scores", "first_error_f1", "first_error_from_verdicts",
+__all__ = ["judge_metrics", "evaluate_judge_rows", "load_judge_rows", "calibrated_metrics", "first_error_scores", "first_error_f1", "first_error_from_verdicts",
            "predicted_first_errors"]
 
 Verdict = Literal["Positive", "Negative"]
@@ -338,6 +338,66 @@ class HeldoutEvalConfig(BaseModel):
         return self
 
 
+_LABELS = (POSITIVE, NEGATIVE, "+", "-", 0, 1)
+
+
+def _check_chat(value: Any, path: str, line: int, field: str) -> None:
+    from stepjudge.errors import DataError
+
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError("expected a non-empty prompt", path=path, line=line, field=field)
+        return
+    if not isinstance(value, list) or not value:
+        raise DataError(f"expected a chat (a non-empty list of {{role, content}} messages) or a string, got "
+                        f"{type(value).__name__}", path=path, line=line, field=field)
+    for i, m in enumerate(value):
+        if not (isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataError("expected a message {\"role\": str, \"content\": str}", path=path, line=line,
+                            field=f"{field}[{i}]")
+
+
+def load_judge_rows(path: str, protocol: Literal["generative", "discriminative"] = "generative", *,
+                    what: str = "judge rows") -> list[dict]:
+    """Rows of ``stepjudge train judge-data``, every one checked before a model runs on them.
+
+    generative rows need ``prompt`` (a chat or a string) and ``label`` (Positive/Negative, "+"/"-" or
+    1/0); discriminative rows need ``messages`` whose assistant turns are "+" or "-". An empty file, a bad
+    line or field is a DataError naming the file, the line and the field.
+    """
+    from stepjudge.errors import DataError
+    from stepjudge.utils.io import iter_jsonl
+
+    rows = []
+    for line, rec in iter_jsonl(path, what=what):
+        if protocol == "generative":
+            if "prompt" not in rec:
+                raise DataError(f"missing field (the row has: {', '.join(rec) or 'none'}); generative rows need "
+                                "prompt and label", path=str(path), line=line, field="prompt")
+            _check_chat(rec["prompt"], str(path), line, "prompt")
+            if "label" not in rec:
+                raise DataError("missing field", path=str(path), line=line, field="label")
+            if isinstance(rec["label"], bool) or rec["label"] not in _LABELS:
+                raise DataError(f"expected Positive or Negative (or '+'/'-', 1/0), got {rec['label']!r:.40}",
+                                path=str(path), line=line, field="label")
+        else:
+            if "messages" not in rec:
+                raise DataError(f"missing field (the row has: {', '.join(rec) or 'none'}); discriminative rows "
+                                "need messages", path=str(path), line=line, field="messages")
+            _check_chat(rec["messages"], str(path), line, "messages")
+            if isinstance(rec["messages"], str):
+                raise DataError("expected a list of messages, got a string", path=str(path), line=line,
+                                field="messages")
+            for i, m in enumerate(rec["messages"]):
+                if m["role"] == "assistant" and m["content"].strip() not in ("+", "-"):
+                    raise DataError(f"an assistant turn must be '+' or '-', got {m['content']!r:.40}",
+                                    path=str(path), line=line, field=f"messages[{i}].content")
+        rows.append(rec)
+    if not rows:
+        raise DataError(f"{what}: the file holds no rows (expected one JSON object per line)", path=str(path))
+    return rows
+
+
 def evaluate_heldout(config: HeldoutEvalConfig, engine: Engine | None = None) -> dict:
     """``stepjudge eval judge``: score a judge on held-out rows (:func:`evaluate_judge_rows`), optionally
     with a train-fitted P(Positive) cut and arith first-error F1; writes ``metrics.json`` and
@@ -346,7 +406,10 @@ def evaluate_heldout(config: HeldoutEvalConfig, engine: Engine | None = None) ->
 
     from stepjudge.utils.io import atomic_write_json, read_jsonl, write_jsonl_atomic
 
-    rows = read_jsonl(config.data)
+    # Every input is read and checked before the model runs and before anything is written.
+    rows = load_judge_rows(config.data, config.protocol, what="held-out rows")
+    calibration_rows = load_judge_rows(config.calibrate_on, what="calibration rows") if config.calibrate_on else None
+    ann = read_jsonl(config.annotations, what="annotations") if config.annotations else None
     own = engine is None
     if engine is None:
         from stepjudge.engines.factory import make_engine
@@ -357,13 +420,12 @@ def evaluate_heldout(config: HeldoutEvalConfig, engine: Engine | None = None) ->
                                      max_tokens=config.max_tokens, seed=config.seed,
                                      response_prefix=config.response_prefix, probabilities=config.probabilities)
         if config.calibrate_on:
-            result["calibrated"] = calibrated_metrics(engine, read_jsonl(config.calibrate_on),
+            result["calibrated"] = calibrated_metrics(engine, calibration_rows,
                                                       result["predictions"], config.response_prefix)
     finally:
         if own:
             engine.close()
-    if config.annotations:
-        ann = read_jsonl(config.annotations)
+    if ann is not None:
         result["first_error"] = first_error_scores(result["predictions"], ann)
         if "calibrated" in result:
             result["calibrated"]["first_error"] = first_error_scores(

@@ -320,15 +320,14 @@ class BestOfNRun:
         from stepjudge.engines.factory import make_engine
         from stepjudge.grading import Grader
         from stepjudge.utils.io import JsonlAppender
-        from stepjudge.utils.runfolder import check_or_write_run_json
+        from stepjudge.utils.runfolder import run_folder
 
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        check_or_write_run_json(self.out, "rerank", cfg.model_dump(mode="json"), _RESUME_KEYS)
-        problems = get_task(cfg.problems).load(cfg.arith, limit=cfg.limit, data_root=cfg.data_root)
+        problems = get_task(cfg.problems).load(cfg.arith, limit=cfg.limit, data_root=cfg.data_root)  # inputs first
         g = cfg.group_size
         groups = [problems[i:i + g] for i in range(0, len(problems), g)]
-        with JsonlAppender(self.out / "groups.jsonl") as log_file:
+        with run_folder(self.out, "rerank", cfg.model_dump(mode="json"), _RESUME_KEYS), \
+                JsonlAppender(self.out / "groups.jsonl") as log_file:
             done = {line["group"] for line in log_file.records}
             todo = [i for i in range(len(groups)) if i not in done]
             if todo:
@@ -349,7 +348,7 @@ class BestOfNRun:
                         bar.set_postfix(judge_calls=judge.calls)
                 bar.close()
             lines = sorted(log_file.records, key=lambda x: x["group"])
-        return self.finish(lines)
+            return self.finish(lines)
 
     def finish(self, lines: Sequence[dict]) -> dict:
         from stepjudge.utils.io import atomic_write_json, atomic_write_text, write_jsonl_atomic

@@ -58,15 +58,28 @@ class RefineConfig(BaseModel):
 def _items(cfg: RefineConfig) -> list[dict[str, Any]]:
     """(id, problem, response or None, truth or None) of every item, in order."""
     if cfg.rows:
-        from stepjudge.utils.io import read_jsonl
+        from stepjudge.errors import DataError
+        from stepjudge.utils.io import iter_jsonl
 
-        rows = read_jsonl(cfg.rows)[:cfg.limit] if cfg.limit else read_jsonl(cfg.rows)
         seen: dict[str, int] = {}
         items = []
-        for r in rows:
-            p = Problem.from_dict(json.loads(r["problem_json"]))
+        for line, r in iter_jsonl(cfg.rows, what="rows file"):
+            if cfg.limit and len(items) >= cfg.limit:
+                break
+            for key, types in (("problem_json", str), ("response", str), ("truth", (bool, type(None)))):
+                if key not in r or not isinstance(r[key], types):
+                    got = "missing" if key not in r else f"got {type(r[key]).__name__}"
+                    want = "a string" if types is str else "true, false or null"
+                    raise DataError(f"expected {want} ({got})", path=cfg.rows, line=line, field=key)
+            try:
+                p = Problem.from_dict(json.loads(r["problem_json"]), path=cfg.rows, line=line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"not a JSON problem record ({e.msg})", path=cfg.rows, line=line,
+                                field="problem_json") from None
             k = seen[p.id] = seen.get(p.id, -1) + 1
             items.append({"id": f"{p.id}#{k}", "problem": p, "response": r["response"], "truth": r["truth"]})
+        if not items:
+            raise DataError("no rows: the file holds no records", path=cfg.rows)
         return items
     from stepjudge.tasks import get_task
 
@@ -124,12 +137,12 @@ def run_refine(config: RefineConfig | dict, *, progress: bool = False) -> dict[s
     """Run (or resume) the loop over every item; writes ``refine.jsonl`` and ``summary.json``."""
     from stepjudge.engines.factory import make_engine
     from stepjudge.grading import Grader
-    from stepjudge.utils.io import JsonlAppender, atomic_write_json
+    from stepjudge.utils.io import JsonlAppender, RunFolderLock, atomic_write_json
 
     cfg = config if isinstance(config, RefineConfig) else RefineConfig(**config)
     out = Path(cfg.out)
-    items = _items(cfg)
-    with JsonlAppender(out / "refine.jsonl") as log_file:
+    items = _items(cfg)  # inputs first: a bad one leaves the folder untouched
+    with RunFolderLock(out), JsonlAppender(out / "refine.jsonl") as log_file:
         done = {r["id"] for r in log_file.records}
         todo = [it for it in items if it["id"] not in done]
         if todo:
@@ -142,6 +155,6 @@ def run_refine(config: RefineConfig | dict, *, progress: bool = False) -> dict[s
                         log.info("refined %d / %d", len(done) + min(b + cfg.batch_size, len(todo)), len(items))
         order = {it["id"]: i for i, it in enumerate(items)}
         records = sorted((r for r in log_file.records if r["id"] in order), key=lambda r: order[r["id"]])
-    summary = {**summarize_refine(records), "rounds_requested": cfg.rounds}
-    atomic_write_json(out / "summary.json", summary)
+        summary = {**summarize_refine(records), "rounds_requested": cfg.rounds}
+        atomic_write_json(out / "summary.json", summary)
     return summary

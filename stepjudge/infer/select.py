@@ -67,9 +67,11 @@ def load_samples(path: str | os.PathLike) -> list[dict]:
     if not Path(path).exists():
         raise DataError("samples file not found (run 'stepjudge rerank' first)", path=str(path))
     out = []
-    for line, rec in iter_jsonl(path):
+    for line, rec in iter_jsonl(path, what="samples file"):
         _check_record(rec, str(path), line)
         out.append(rec)
+    if not out:
+        raise DataError("no records (one problem's samples per line, from 'stepjudge rerank')", path=str(path))
     return out
 
 

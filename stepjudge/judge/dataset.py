@@ -175,7 +175,7 @@ def load_annotations(paths: str | os.PathLike | Sequence[str | os.PathLike],
     for p in path_list:
         if not Path(p).exists():
             raise DataError("annotations file not found", path=str(p))
-        for line, rec in iter_jsonl(p):
+        for line, rec in iter_jsonl(p, what="annotations file"):
             if scheme == "truth" and rec.get("status") == "annotated":
                 rec = with_truth_labels(rec, str(p), line)
             ok = _validate_record(rec, scheme, str(p), line)
@@ -189,6 +189,9 @@ def load_annotations(paths: str | os.PathLike | Sequence[str | os.PathLike],
             dups += key in seen
             seen.add(key)
             out.append(rec)
+    if not out:  # an empty input must not become empty splits that replace good ones
+        raise DataError("no annotated solutions (records with status 'annotated' and chunk labels)",
+                        path=", ".join(map(str, path_list)))
     if dups:  # legitimate when two runs share problems, but also what passing one file twice looks like
         log.warning("%d annotated solutions repeat a (problem_id, sample_index) seen earlier", dups)
     return out

@@ -149,8 +149,33 @@ def materialize_tiny() -> Path:
     return _materialize(TINY_NAME, _build_tiny)
 
 
-def resolve_model(name: str | os.PathLike) -> Path:
-    """Turn a model name, local path or hub id into a local checkpoint directory."""
+# Weight files that unpickle (run code) when loaded; safetensors holds tensors only.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class PickleCheckpointError(ModelNotFoundError):
+    """A checkpoint holds only pickle weights and the user has not opted in to loading them."""
+
+
+def check_checkpoint_format(path: Path, *, allow_pickle: bool = False) -> None:
+    """Refuse a checkpoint folder whose weights are pickles (loading one can run arbitrary code) unless
+    ``allow_pickle``; a folder with safetensors weights is always fine (transformers prefers them)."""
+    files = [p for p in path.iterdir() if p.is_file()]
+    if allow_pickle or any(p.name.endswith(".safetensors") for p in files):
+        return
+    pickles = sorted(p.name for p in files if p.name.lower().endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise PickleCheckpointError(
+            f"{path} holds pickle weights ({', '.join(pickles[:3])}) and no .safetensors: loading a pickle can "
+            "run any code its author put in it. Convert it to safetensors, or, if you trust its source, "
+            "opt in with allow_pickle (--engine.allow-pickle / --allow-pickle, or allow_pickle: true in the YAML)")
+
+
+def resolve_model(name: str | os.PathLike, *, allow_pickle: bool = False) -> Path:
+    """Turn a model name, local path or hub id into a local checkpoint directory.
+
+    A local folder with only pickle weights (``.bin``, ``.pt``, ...) is refused unless ``allow_pickle``;
+    hub downloads fetch safetensors only."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     if key == EMBEDDED_NAME:
         return materialize_embedded()
@@ -160,6 +185,7 @@ def resolve_model(name: str | os.PathLike) -> Path:
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} exists but holds no config.json: not a model checkpoint")
+        check_checkpoint_format(path, allow_pickle=allow_pickle)
         return path
     if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
         raise ModelNotFoundError(f"no model directory at {path}")
@@ -189,14 +215,17 @@ def load_tokenizer(path: str | os.PathLike):
     return tok
 
 
-def load_model_and_tokenizer(name: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
-    """Resolve ``name`` and load it for inference (eval mode). fp32 is the right default on CPU."""
+def load_model_and_tokenizer(name: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu",
+                             allow_pickle: bool = False):
+    """Resolve ``name`` and load it for inference (eval mode). fp32 is the right default on CPU.
+    Only safetensors weights load unless ``allow_pickle``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model(name)
+    path = resolve_model(name, allow_pickle=allow_pickle)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
                    "auto": "auto"}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    safe = {} if allow_pickle else {"use_safetensors": True}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **safe).to(device)
     model.eval()
     return model, load_tokenizer(path)

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from stepjudge.engines.factory import EngineConfig
 
@@ -213,7 +221,12 @@ class PipelineConfig(BaseModel):
         for name in self.stages:
             build = registry[name].build
             if build is not None:
-                build(self, Path(self.out))  # raises pydantic's error naming the bad key
+                try:
+                    build(self, Path(self.out))
+                except ValidationError as e:  # name the key inside its section: `annotate.rollouts`
+                    problems = "; ".join(f"{'.'.join(map(str, (name, *err['loc'])))}: {err['msg']}"
+                                         for err in e.errors())
+                    raise ValueError(f"in the `{name}` section: {problems}") from None
         return self
 
     @property

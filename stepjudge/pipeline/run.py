@@ -44,16 +44,28 @@ class Pipeline:
         return self.registry[stage].is_done(self.out)
 
     def _state(self) -> dict:
-        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
+        from stepjudge.utils.io import read_json
+
+        if not self.state_path.exists():
+            return {"stages": {}}
+        state = read_json(self.state_path, what="pipeline state")
+        if not isinstance(state.get("stages"), dict):
+            from stepjudge.errors import DataError
+
+            raise DataError("expected an object of stage statuses", path=str(self.state_path), field="stages")
+        return state
 
     def run(self) -> dict:
-        from stepjudge.utils.runfolder import check_or_write_run_json
+        """Run the missing stages while holding the folder's lock (the config was checked on load)."""
+        from stepjudge.utils.runfolder import run_folder
 
-        self.out.mkdir(parents=True, exist_ok=True)
         settings = self.config.model_dump(mode="json")
         # The sections that decide the outputs; changing one under a finished stage would mix runs.
         deciding = [s.name for s in self.registry if s.decides_results and s.section_help is not None]
-        check_or_write_run_json(self.out, "pipeline", settings, ("policy", "judge_base", *deciding))
+        with run_folder(self.out, "pipeline", settings, ("policy", "judge_base", *deciding)):
+            return self._run_stages()
+
+    def _run_stages(self) -> dict:
         state = self._state()
         for name in self.config.stages:
             stage = self.registry[name]

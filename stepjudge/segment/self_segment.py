@@ -186,6 +186,8 @@ def read_solutions(path: str | Path, limit: int | None = None) -> list[tuple[str
         pairs.append((rec["problem"], rec["solution"]))
         if limit is not None and len(pairs) >= limit:
             break
+    if not pairs:
+        raise DataError("no solutions: the file holds no records", path=str(path))
     return pairs
 
 

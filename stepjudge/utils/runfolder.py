@@ -56,6 +56,7 @@ def run_folder(out: str | Path, task: str, config: Mapping, resume_keys: Iterabl
                lock_name: str = ".lock") -> Iterator[Path]:
     """Hold ``out``'s lock, check or write its ``run.json``, and yield the folder; call it only once the
     inputs are validated."""
+    read_run_json(out)  # a corrupt run.json fails before the lock file is made: the folder stays as it was
     with RunFolderLock(out, lock_name):
         check_or_write_run_json(Path(out), task, config, resume_keys)
         yield Path(out)

@@ -28,6 +28,8 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("smollm2-135m", description="model to train: built-in name, local path or hub id")
+    allow_pickle: bool = Field(False, description="also load a model whose weights are pickles (.bin, .pt); "
+                                                  "loading one can run code, so only for trusted files")
     out: str = Field(description="run folder: checkpoints, final/, train_log.json, curves.png")
     epochs: float = Field(1.0, gt=0, description="passes over the data (ignored when max_steps > 0)")
     max_steps: int = Field(-1, ge=-1, description="optimizer steps; -1 = run for `epochs`")

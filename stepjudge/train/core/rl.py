@@ -84,7 +84,7 @@ def build_rl_trainer(cfg: RLRunConfig, *, trainer_cls: type | None = None, args_
     if not funcs:
         raise ValueError("no reward functions: set `rewards` in the config")
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    path = str(resolve_model(cfg.model))
+    path = str(resolve_model(cfg.model, allow_pickle=cfg.allow_pickle))
     tokenizer = load_tokenizer(path)
     train_rows = drop_long_prompts(train_rows, tokenizer, cfg.max_prompt_length, cfg.train_data)
     if eval_rows is not None:

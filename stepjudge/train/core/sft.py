@@ -26,10 +26,11 @@ def build_sft_trainer(cfg: SFTRunConfig, rows: Sequence[dict], *,
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(cfg.model)
+    path = resolve_model(cfg.model, allow_pickle=cfg.allow_pickle)
     tokenizer = load_tokenizer(path)
     if prepare_tokenizer is not None:
         prepare_tokenizer(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    safe = {} if cfg.allow_pickle else {"use_safetensors": True}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **safe)
     return SFTTrainer(model=model, args=sft_training_args(cfg, out, **loss_options),
                       train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer)
