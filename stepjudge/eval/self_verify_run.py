@@ -21,7 +21,6 @@ of this runs and the outputs are as before.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.engines.base import Engine
 from stepjudge.engines.factory import EngineConfig
+from stepjudge.errors import DataError
 from stepjudge.judge.chunk_judge import ChunkJudge, JudgeSpec
 from stepjudge.policy.self_reward import SolverStyle
 from stepjudge.tasks.arith import NEW_PROBLEMS_SEED_OFFSET, ArithConfig
@@ -82,8 +82,18 @@ def _c_ref(cfg: SelfVerifyConfig) -> float:
         return cfg.c_ref
     path = Path(cfg.model).parent / "c_ref.json"
     if not path.exists():
-        raise ValueError(f"set c_ref: no {path} (the training run writes it when it measures c_ref)")
-    return float(json.loads(path.read_text(encoding="utf-8"))["mean"])
+        raise DataError(f"set c_ref: no {path} (the training run writes it when it measures c_ref)")
+    return read_c_ref(path)
+
+
+def read_c_ref(path: Path) -> float:
+    """The ``mean`` of a ``c_ref.json``; a corrupt file is a DataError naming it and the field."""
+    from stepjudge.utils.io import read_json
+
+    mean = read_json(path, what="c_ref file").get("mean")
+    if isinstance(mean, bool) or not isinstance(mean, (int, float)):
+        raise DataError(f"expected a number, got {mean!r:.40}", path=str(path), field="mean")
+    return float(mean)
 
 
 def self_verify_metrics(samples: list[dict], threshold: float = 0.5, score_key: str = "r_s") -> dict:

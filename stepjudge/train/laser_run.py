@@ -9,7 +9,6 @@ runs plain GRPO with every other setting identical (the baseline). c_ref is a co
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from pathlib import Path
@@ -117,7 +116,13 @@ def resolve_c_ref(cfg: LaserConfig) -> float:
 
     path = Path(cfg.out) / "c_ref.json"
     if path.exists():
-        return float(json.loads(path.read_text(encoding="utf-8"))["mean"])
+        from stepjudge.errors import DataError
+        from stepjudge.utils.io import read_json
+
+        mean = read_json(path, what="c_ref file").get("mean")
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)):
+            raise DataError(f"expected a number, got {mean!r:.40}", path=str(path), field="mean")
+        return float(mean)
     measured = calibrate_c_ref(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, measured)
