@@ -96,8 +96,7 @@ class Gate:
             else:
                 body = bytearray()  # over the limit: keep reading to the end, keep nothing
         if size > self.max_request_bytes:
-            declared = headers.get("content-length")
-            shown = f"{declared} bytes" if declared and declared.isdigit() else f"over {size} bytes"
+            shown = f"over {size} bytes" if more else f"{size} bytes"  # more: reading stopped early
             await _reply(send, 413, error_body(
                 f"the request body ({shown}) is over this server's limit max_request_bytes="
                 f"{self.max_request_bytes} (--max-request-bytes)", "invalid_request_error",
