@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult, Prompt, SamplingParams
@@ -415,7 +415,7 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
 
     app = FastAPI(title="stepjudge OpenAI-compatible server", lifespan=lifespan)
     draining = threading.Event()
-    app.add_middleware(Gate, metrics=metrics, draining=draining, api_key=api_key,
+    app.add_middleware(Gate, metrics=metrics, draining=draining, api_key=SecretStr(api_key) if api_key else None,
                        max_request_bytes=limits.max_request_bytes)
 
     app.state.worker = worker

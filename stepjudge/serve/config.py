@@ -30,8 +30,10 @@ class ServeLimits(BaseModel):
                                                  "answered 429 at once instead of queueing in memory")
 
 
-class ServeConfig(ServeLimits):
-    """``stepjudge serve``: the model, where it listens, who may call it, the limits and the batching."""
+class _ServeWhere(BaseModel):
+    """What is served, where, and to whom (a base so these come first in ``--help``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field("smollm2-135m", description="built-in name, local path or hub id of the served model")
     host: str = Field("127.0.0.1", description="interface to bind (loopback only by default); 0.0.0.0 for all")
@@ -43,6 +45,11 @@ class ServeConfig(ServeLimits):
     api_key_env: str | None = Field(
         None, description="environment variable holding the key (None: --api-key, else $STEPJUDGE_API_KEY, "
                           "else no authentication)")
+
+
+class ServeConfig(ServeLimits, _ServeWhere):
+    """``stepjudge serve``: the model, where it listens, who may call it, the limits and the batching."""
+
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="weights dtype")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's choice)")

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from pydantic import SecretStr
+
 from stepjudge.serve.metrics import ServeMetrics
 
 __all__ = ["Gate", "error_body"]
@@ -40,7 +42,8 @@ class Gate:
     """ASGI middleware: 503 while draining, 401 without the key, 413 over ``max_request_bytes``."""
 
     def __init__(self, app: Any, *, metrics: ServeMetrics, draining: threading.Event,
-                 api_key: str | None, max_request_bytes: int) -> None:
+                 api_key: SecretStr | None, max_request_bytes: int) -> None:
+        # A SecretStr, so no repr of the middleware stack (Starlette keeps these kwargs) shows the key.
         self.app, self.metrics, self.draining = app, metrics, draining
         self._api_key, self.max_request_bytes = api_key, max_request_bytes
 
@@ -74,7 +77,7 @@ class Gate:
                                                    "server_error", "shutting_down"))
             return
         if self._api_key is not None and path not in OPEN_PATHS and \
-                not key_matches(headers.get("authorization", ""), self._api_key):
+                not key_matches(headers.get("authorization", ""), self._api_key.get_secret_value()):
             await _reply(send, 401, error_body("invalid or missing API key: send 'Authorization: Bearer <key>'",
                                                "invalid_request_error", "invalid_api_key"))
             return

@@ -75,6 +75,11 @@ def test_key_precedence_flag_then_named_variable_then_stepjudge_api_key():
         resolve_api_key(None, "UNSET", env)
 
 
+def test_the_app_does_not_show_the_key(engine):
+    app = create_app(engine, MODEL, api_key=KEY)
+    assert KEY not in repr(app.user_middleware) and KEY not in repr(vars(app.state))
+
+
 def test_config_hides_the_key_and_binds_loopback_by_default():
     config = ServeConfig(api_key="s3cret-value")
     assert "s3cret-value" not in repr(config) and "s3cret-value" not in str(config.model_dump())

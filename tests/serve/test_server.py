@@ -365,7 +365,9 @@ def test_cli_help_explains_and_gives_examples(capsys):
         _parser().parse_args(["serve", "--help"])
     out = capsys.readouterr().out
     for flag in ("--model", "--host", "--port", "--served-model-name", "--api-key-env", "--dtype",
-                 "--threads", "--max-batch-rows", "--batch-window-ms", "--config"):
+                 "--threads", "--max-batch-rows", "--batch-window-ms", "--config", "--api-key",
+                 "--max-request-bytes", "--max-tokens-limit", "--max-n", "--max-model-len", "--max-queue",
+                 "--shutdown-timeout-s"):
         assert flag in out
     assert "OpenAI-compatible" in out and "examples:" in out and "curl" in out
 
