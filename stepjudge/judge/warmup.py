@@ -74,11 +74,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["COMPACT_JUDGE_TEMPLATE", "COMPACT_REFERENCE_TEMPLATE", "COMPACT_VERDICT_ONLY_TEMPLATE", "NO_CHECK_LINE",
            "Equation", "WarmupConfig", "build_warmup_rows", "check_line", "compact_judge_messages", "find_equations",
-           "judge_fields", "recompute_completion", "reference_completion", "verdict_completion", "warmup_prompt",
+           "judge_fields", "recompute_completion", "reference_completion", "terse_judge_messages", "verdict_completion",
+           "warmup_prompt",
            "with_warmup_prompts"]
 
 Variant = Literal["verdict", "recompute", "reference", "rejection-sampling"]
-PromptStyle = Literal["full", "compact", "keep"]
+PromptStyle = Literal["full", "compact", "terse", "keep"]
 
 
 class WarmupConfig(BaseModel):
@@ -90,7 +91,9 @@ class WarmupConfig(BaseModel):
                              description="verdict | recompute | reference (task-written check) | rejection-sampling")
     task: str = Field("arith", description="reference: the task whose reference_check writes the analysis "
                                            "(rows it cannot check fall back to recompute lines)")
-    prompt: PromptStyle = Field("compact", description="full (StepWiser) | compact | keep (the row's prompt)")
+    prompt: PromptStyle = Field("compact", description="full (StepWiser) | compact | terse (one-line system "
+                                                       "instruction, no format lines: ~half compact's tokens) | "
+                                                       "keep (the row's prompt)")
     balance: bool = Field(True, description="down-sample the majority class to 50/50")
     seed: int = Field(0, description="seed of the balancing draw")
     max_checks: int = Field(3, ge=1, description="recompute: at most this many check lines per chunk")
@@ -213,6 +216,28 @@ COMPACT_VERDICT_ONLY_TEMPLATE = (
     "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}")
 
 
+# The terse prompt: one system line (it replaces the chat template's default system prompt, ~20 tokens)
+# and the three inputs; the check-line format itself is left to the warm-up to teach.
+TERSE_SYSTEM = {
+    "recompute": "Check the new step's calculations, then answer \\boxed{Positive} or \\boxed{Negative}.",
+    "reference": "Compare the new step with the problem's expected calculation, then answer \\boxed{Positive} "
+                 "or \\boxed{Negative}.",
+    "verdict": "Answer \\boxed{Positive} if the new step is right, \\boxed{Negative} if it has a mistake.",
+}
+TERSE_USER_TEMPLATE = "Problem: {problem}\nEarlier steps: {history}\nNew step: {chunk}"
+
+
+def terse_judge_messages(problem: str, history: Sequence[str], chunk: str, variant: str) -> ChatMessages:
+    """The terse judge prompt: the cheapest to train on CPU (a one-line arith chunk: 75 tokens with
+    SmolLM2's template, compact 165). It drops compact's format lines and the default system prompt;
+    an untrained judge therefore does not know the format, which the warm-up teaches."""
+    hist = "\n".join(history) if history else "(none)"
+    system = TERSE_SYSTEM["verdict" if variant == "verdict" else
+                          "reference" if variant == "reference" else "recompute"]
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": TERSE_USER_TEMPLATE.format(problem=problem, history=hist, chunk=chunk)}]
+
+
 def compact_judge_messages(problem: str, history: Sequence[str], chunk: str, verdict_only: bool = False,
                            reference: bool = False) -> ChatMessages:
     """The compact judge prompt (CoT check-line form, reference-check form, or verdict only) for CPU training."""
@@ -252,6 +277,8 @@ def warmup_prompt(row: dict, config: WarmupConfig) -> ChatMessages:
     verdict_only = config.variant == "verdict"
     if config.prompt == "compact":
         return compact_judge_messages(problem, history, chunk, verdict_only, config.variant == "reference")
+    if config.prompt == "terse":
+        return terse_judge_messages(problem, history, chunk, config.variant)
     if verdict_only:
         return stepwise_verdict_only_messages(problem, history, chunk)
     return stepwise_judge_messages(problem, history, chunk)

@@ -11,6 +11,13 @@ owns the engine (it is not thread-safe) and *micro-batches*: requests that arriv
 also returns each prompt token's log-prob (from the engine's prompt log-probs, on the same worker
 thread), and ``max_tokens: 0`` then scores the prompt without generating, as vLLM does. This is what
 :meth:`stepjudge.engines.openai.OpenAIEngine.prompt_logprobs` asks for.
+
+Hardening, so it can stand in for vLLM's server: every request first passes :class:`~stepjudge.serve.gate.Gate`
+(the API key, the body size, 503 while shutting down); the limits of
+:class:`~stepjudge.serve.config.ServeLimits` are answered with a 4xx naming the setting; a full queue
+answers 429 at once instead of growing; ``stream: true`` answers server-sent events
+(:mod:`stepjudge.serve.stream`); ``GET /metrics`` is Prometheus text (:mod:`stepjudge.serve.metrics`);
+SIGTERM stops accepting, refuses new requests and lets in-flight ones finish.
 """
 
 from __future__ import annotations
@@ -20,23 +27,26 @@ import contextlib
 import logging
 import os
 import queue
-import secrets
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult, Prompt, SamplingParams
 from stepjudge.errors import EngineCapabilityError, StepJudgeError
+from stepjudge.serve.config import API_KEY_VARIABLE, ServeLimits
+from stepjudge.serve.gate import Gate, error_body
+from stepjudge.serve.metrics import CONTENT_TYPE_LATEST, ServeMetrics
+from stepjudge.serve.stream import chat_chunks, completion_chunks, text_pieces
 
 if TYPE_CHECKING:
     from stepjudge.engines.base import TextLogprobs
@@ -49,18 +59,25 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's legacy default
 
 
 # ---------------------------------------------------------------------- request bodies
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+
+
 class _Body(BaseModel):
     # Unknown OpenAI fields (user, presence_penalty, ...) are accepted and ignored, as vLLM does.
     model_config = ConfigDict(extra="allow")
 
     model: str
-    n: int = Field(1, ge=1, le=512)
+    n: int = Field(1, ge=1)  # the upper bound is a server setting (ServeLimits.max_n)
     temperature: float | None = Field(None, ge=0)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool | None = False  # vLLM's extra knob: sample exactly max_tokens (benchmarks)
 
 
 class CompletionBody(_Body):
@@ -90,17 +107,19 @@ class ChatBody(_Body):
 
 
 class APIError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``;
+    ``param`` names the request field (or server setting) at fault."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None):
+                 code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
+        self.param, self.headers = param, headers
 
 
-def _error_response(status: int, message: str, type_: str, code: str | None) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": type_, "code": code}})
+def _error_response(status: int, message: str, type_: str, code: str | None, param: str | None = None,
+                    headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(message, type_, code, param), headers=headers)
 
 
 # ---------------------------------------------------------------------- micro-batching worker
@@ -113,6 +132,7 @@ class _Job:
     want_tokens: bool = False
     generate: bool = True  # False: an echo request with max_tokens 0 (prompt log-probs only)
     want_prompt_logprobs: bool = False
+    want_pieces: bool = False  # streaming: one text delta per token
 
     @property
     def key(self) -> tuple[SamplingParams, bool]:
@@ -125,25 +145,41 @@ class _JobOutput:
     results: list[GenerationResult]
     token_strings: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token]
     prompt_logprobs: list[TextLogprobs] = field(default_factory=list)  # [prompt], when asked
+    pieces: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token], streaming
 
 
 _STOP = object()
 
 
 class BatchWorker:
-    """The one thread that calls ``engine.generate``; merges compatible requests into a batch."""
+    """The one thread that calls ``engine.generate``; merges compatible requests into a batch.
 
-    def __init__(self, engine: Engine, *, batch_window_ms: float = 10, max_batch_prompts: int = 64):
+    ``max_queue`` bounds the requests admitted at once (waiting or running): one more is refused with a
+    429 :class:`APIError` instead of queueing, so a burst costs a retry, not memory. ``max_model_len``
+    (prompt tokens + ``max_tokens``) is checked here, on the engine's thread, because counting tokens
+    needs the engine's tokenizer and can take a while for a long prompt."""
+
+    def __init__(self, engine: Engine, *, batch_window_ms: float = 10, max_batch_prompts: int = 64,
+                 max_queue: int | None = None, max_model_len: int | None = None,
+                 metrics: ServeMetrics | None = None):
         self.engine = engine
         self.window_s = max(0.0, batch_window_ms / 1000)
         self.max_batch_prompts = max(1, max_batch_prompts)
+        self.max_queue, self.max_model_len, self.metrics = max_queue, max_model_len, metrics
         self.batches_run = 0
         self.requests_run = 0
+        self.admitted = 0  # requests submitted and not yet answered
         self._queue: queue.Queue = queue.Queue()
         self._pending: deque[_Job] = deque()  # taken from the queue but incompatible with that batch
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.state: Any = None  # e.g. app.state: gets ``batches_run`` kept current
+        if metrics is not None:
+            metrics.watch_queue(self.waiting)
+
+    def waiting(self) -> int:
+        """Requests admitted but not yet taken into a batch (the queue depth)."""
+        return self._queue.qsize() + len(self._pending)
 
     def start(self) -> None:
         with self._lock:
@@ -160,14 +196,27 @@ class BatchWorker:
             thread.join(timeout)
 
     async def submit(self, prompts: list[Prompt], params: SamplingParams, want_tokens: bool, *,
-                     generate: bool = True, want_prompt_logprobs: bool = False) -> _JobOutput:
+                     generate: bool = True, want_prompt_logprobs: bool = False,
+                     want_pieces: bool = False) -> _JobOutput:
         """Run ``prompts`` on the engine thread. ``generate=False`` skips sampling (``params.n`` empty
-        completions per prompt); ``want_prompt_logprobs`` adds each prompt's own token log-probs."""
-        self.start()
-        loop = asyncio.get_running_loop()
-        job = _Job(prompts, params, loop, loop.create_future(), want_tokens, generate, want_prompt_logprobs)
-        self._queue.put(job)
-        return await job.future
+        completions per prompt); ``want_prompt_logprobs`` adds each prompt's own token log-probs;
+        ``want_pieces`` each completion's text as one delta per token (for streaming)."""
+        with self._lock:
+            if self.max_queue is not None and self.admitted >= self.max_queue:
+                raise APIError(429, f"the server is at its limit of {self.max_queue} requests waiting or "
+                                    f"running (max_queue, --max-queue); retry later", "rate_limit_error",
+                               "queue_full", "max_queue", headers={"Retry-After": "1"})
+            self.admitted += 1
+        try:
+            self.start()
+            loop = asyncio.get_running_loop()
+            job = _Job(prompts, params, loop, loop.create_future(), want_tokens, generate, want_prompt_logprobs,
+                       want_pieces)
+            self._queue.put(job)
+            return await job.future
+        finally:
+            with self._lock:
+                self.admitted -= 1
 
     # -------------------------------------------------------------- worker thread
     def _run(self) -> None:
@@ -177,7 +226,7 @@ class BatchWorker:
                 self._fail_all(RuntimeError("the server is shutting down"))
                 return
             batch, stopping = self._collect(first)
-            self._execute(batch)
+            self._execute(self._fit_context(batch))
             if stopping:
                 self._fail_all(RuntimeError("the server is shutting down"))
                 return
@@ -206,12 +255,39 @@ class BatchWorker:
                 self._pending.append(job)
         return batch, False
 
+    def _fit_context(self, batch: list[_Job]) -> list[_Job]:
+        """The jobs whose every prompt leaves room for ``max_tokens`` in the context; the others are
+        answered 400 now, before they can allocate a cache for a length the model cannot hold."""
+        encode = getattr(self.engine, "encode", None)
+        if self.max_model_len is None or encode is None:
+            return batch
+        kept = []
+        for job in batch:
+            try:
+                longest = max(len(encode(p)) for p in job.prompts)
+            except Exception as e:  # a prompt the tokenizer or chat template refuses
+                _resolve(job, exc=APIError(400, f"the prompt cannot be tokenized: {type(e).__name__}: {e}"))
+                continue
+            asked = job.params.max_tokens if job.generate else 0
+            if longest + asked > self.max_model_len:
+                _resolve(job, exc=APIError(
+                    400, f"this model's maximum context length is {self.max_model_len} tokens (max_model_len, "
+                         f"--max-model-len); the request asks for {longest + asked} ({longest} in the prompt, "
+                         f"{asked} in the completion (max_tokens)); shorten the prompt or lower max_tokens",
+                    code="context_length_exceeded", param="max_tokens" if asked else "prompt"))
+                continue
+            kept.append(job)
+        return kept
+
     def _execute(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if not j.future.done()]  # clients that went away
         if not batch:
             return
         prompts = [p for j in batch for p in j.prompts]
         params = batch[0].params
+        started = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.running.set(len(batch))
         try:
             if batch[0].generate:
                 results = self.engine.generate(prompts, params)
@@ -228,7 +304,8 @@ class BatchWorker:
                 if not job.generate:
                     for r, lp in zip(mine, lps, strict=False):
                         r.prompt_tokens = len(lp.tokens)
-                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else [], lps))
+                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else [], lps,
+                                          self._pieces(mine) if job.want_pieces else []))
         except Exception as e:
             self._count(batch)
             if len(batch) == 1:  # reported to the client as a 500
@@ -240,7 +317,14 @@ class BatchWorker:
             for job in batch:
                 self._execute([job])
             return
+        finally:
+            if self.metrics is not None:
+                self.metrics.running.set(0)
         self._count(batch)
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(batch), len(prompts), time.perf_counter() - started,
+                                       sum(r.prompt_tokens for r in results),
+                                       sum(c.num_tokens for r in results for c in r.completions))
         for job, out in zip(batch, outputs, strict=True):
             _resolve(job, result=out)
 
@@ -264,6 +348,16 @@ class BatchWorker:
                     per_choice.append([""] * n)
             out.append(per_choice)
         return out
+
+    def _pieces(self, results: list[GenerationResult]) -> list[list[list[str]]]:
+        """Each completion's text as one delta per token (on this thread: the tokenizer's)."""
+        tok = self.engine.tokenizer if self.engine.supports(Capability.TOKENIZER) else None
+
+        def decode(ids: list[int]) -> str:
+            return tok.decode(ids, skip_special_tokens=True)
+
+        return [[text_pieces(decode, (c.token_ids or []) if tok is not None else [], c.text)
+                 for c in r.completions] for r in results]
 
     def _fail_all(self, exc: Exception) -> None:
         while self._pending:
@@ -291,11 +385,25 @@ def _resolve(job: _Job, *, result: _JobOutput | None = None, exc: BaseException 
 
 
 # ---------------------------------------------------------------------- the app
+def context_length(engine: Engine) -> int | None:
+    """The model's context window (``max_position_embeddings``), when the engine holds a model."""
+    config = getattr(getattr(engine, "model", None), "config", None)
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = None,
-               batch_window_ms: float = 10, max_batch_prompts: int = 64) -> FastAPI:
+               batch_window_ms: float = 10, max_batch_prompts: int = 64,
+               limits: ServeLimits | None = None) -> FastAPI:
     """Build the FastAPI app. ``app.state.worker`` is the :class:`BatchWorker`;
-    ``app.state.batches_run`` counts ``engine.generate`` calls (fewer than requests = batching works)."""
-    worker = BatchWorker(engine, batch_window_ms=batch_window_ms, max_batch_prompts=max_batch_prompts)
+    ``app.state.batches_run`` counts ``engine.generate`` calls (fewer than requests = batching works);
+    ``app.state.metrics`` the :class:`ServeMetrics`; setting ``app.state.draining`` (a
+    ``threading.Event``) makes every new request a 503, as on SIGTERM."""
+    limits = limits or ServeLimits()
+    max_model_len = limits.max_model_len or context_length(engine)
+    metrics = ServeMetrics()
+    worker = BatchWorker(engine, batch_window_ms=batch_window_ms, max_batch_prompts=max_batch_prompts,
+                         max_queue=limits.max_queue, max_model_len=max_model_len, metrics=metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -306,38 +414,51 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
             await asyncio.get_running_loop().run_in_executor(None, worker.stop)
 
     app = FastAPI(title="stepjudge OpenAI-compatible server", lifespan=lifespan)
+    draining = threading.Event()
+    app.add_middleware(Gate, metrics=metrics, draining=draining, api_key=SecretStr(api_key) if api_key else None,
+                       max_request_bytes=limits.max_request_bytes)
 
     app.state.worker = worker
     app.state.batches_run = 0
     worker.state = app.state
     app.state.engine = engine
     app.state.served_model_name = served_model_name
-
-    async def require_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
-            raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
-                           "invalid_request_error", "invalid_api_key")
+    app.state.metrics = metrics
+    app.state.draining = draining
+    app.state.limits = limits
+    app.state.max_model_len = max_model_len
 
     def check_model(name: str) -> None:
         if name != served_model_name:
             raise APIError(404, f"the model '{name}' does not exist; this server serves "
-                                f"'{served_model_name}'", "invalid_request_error", "model_not_found")
+                                f"'{served_model_name}'", "invalid_request_error", "model_not_found", "model")
+
+    def check_limits(body: _Body, max_tokens: int | None, field_name: str) -> None:
+        if body.n > limits.max_n:
+            raise APIError(400, f"n={body.n} is over this server's limit max_n={limits.max_n} (--max-n)",
+                           code="limit_exceeded", param="n")
+        if max_tokens is not None and max_tokens > limits.max_tokens_limit:
+            raise APIError(400, f"{field_name}={max_tokens} is over this server's limit max_tokens_limit="
+                                f"{limits.max_tokens_limit} (--max-tokens-limit)", code="limit_exceeded",
+                           param=field_name)
+        if max_tokens is not None and max_model_len is not None and max_tokens >= max_model_len:
+            raise APIError(400, f"{field_name}={max_tokens} leaves no room for the prompt in this model's "
+                                f"maximum context length of {max_model_len} tokens (max_model_len, "
+                                f"--max-model-len)", code="context_length_exceeded", param=field_name)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
-        return _error_response(e.status, e.message, e.type, e.code)
+        return _error_response(e.status, e.message, e.type, e.code, e.param, e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        parts = []
+        parts, params = [], []
         for err in e.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return _error_response(400, "invalid request: " + "; ".join(parts), "invalid_request_error", None)
+            params.append(loc)
+        return _error_response(400, "invalid request: " + "; ".join(parts), "invalid_request_error", None,
+                               params[0] if len(params) == 1 and params[0] else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -347,39 +468,56 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/models", dependencies=[Depends(require_key)])
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
     async def models() -> dict:
         return {"object": "list", "data": [{"id": served_model_name, "object": "model",
-                                            "created": int(time.time()), "owned_by": "stepjudge"}]}
+                                            "created": int(time.time()), "owned_by": "stepjudge",
+                                            "max_model_len": max_model_len}]}
 
     async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool, **kw: bool) -> _JobOutput:
         try:
             out = await worker.submit(prompts, params, want_tokens, **kw)
+        except APIError:
+            raise
         except Exception as e:
             raise APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error",
                            "engine_error") from e
         return out
 
-    @app.post("/v1/completions", dependencies=[Depends(require_key)])
-    async def completions(body: CompletionBody) -> dict:
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionBody) -> dict | StreamingResponse:
         check_model(body.model)
-        _no_stream(body)
+        check_limits(body, body.max_tokens, "max_tokens")
         prompts: list[str] = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
-            raise APIError(400, "prompt must not be an empty list")
-        echo, want_lps = bool(body.echo), body.logprobs is not None
+            raise APIError(400, "prompt must not be an empty list", param="prompt")
+        echo, want_lps, stream = bool(body.echo), body.logprobs is not None, bool(body.stream)
         if body.max_tokens == 0 and not echo:
-            raise APIError(400, "max_tokens 0 is only meaningful with echo=true (score the prompt)")
+            raise APIError(400, "max_tokens 0 is only meaningful with echo=true (score the prompt)",
+                           param="max_tokens")
+        if echo and want_lps and stream:
+            raise APIError(400, "echo with logprobs is not supported with stream=true; send stream=false",
+                           code="unsupported_parameter", param="stream")
         if echo and want_lps:
             try:
                 engine.require(Capability.PROMPT_LOGPROBS, needed_for="echo with logprobs")
             except EngineCapabilityError as e:
-                raise APIError(400, str(e), code="unsupported_parameter") from e
+                raise APIError(400, str(e), code="unsupported_parameter", param="echo") from e
         generate = body.max_tokens != 0
         max_tokens = body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS  # a placeholder when not generating
         params = _params(body, max_tokens, want_lps and generate)
         out = await run(list(prompts), params, params.logprobs, generate=generate,
-                        want_prompt_logprobs=echo and want_lps)
+                        want_prompt_logprobs=echo and want_lps, want_pieces=stream)
+        if stream:
+            streamed = [_stream_choice(i * params.n + k, c, out, i, k, prompts[i] if echo else None)
+                        for i, r in enumerate(out.results) for k, c in enumerate(r.completions)]
+            return _event_stream(completion_chunks(id_=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()),
+                                                   model=served_model_name, choices=streamed,
+                                                   usage=_usage(out.results) if _include_usage(body) else None))
         choices = []
         for i, r in enumerate(out.results):
             for k, c in enumerate(r.completions):
@@ -394,14 +532,21 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
                                 "finish_reason": c.finish_reason, "logprobs": lp, "num_tokens": c.num_tokens})
         return _response("cmpl", "text_completion", served_model_name, choices, out.results)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def chat_completions(body: ChatBody) -> dict:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatBody) -> dict | StreamingResponse:
         check_model(body.model)
-        _no_stream(body)
+        asked, field_name = ((body.max_completion_tokens, "max_completion_tokens")
+                             if body.max_completion_tokens is not None else (body.max_tokens, "max_tokens"))
+        check_limits(body, asked, field_name)
         messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
-        max_tokens = body.max_completion_tokens or body.max_tokens or CHAT_DEFAULT_MAX_TOKENS
+        max_tokens = asked or min(CHAT_DEFAULT_MAX_TOKENS, limits.max_tokens_limit)
         params = _params(body, max_tokens, bool(body.logprobs))
-        out = await run([messages], params, params.logprobs)
+        out = await run([messages], params, params.logprobs, want_pieces=bool(body.stream))
+        if body.stream:
+            streamed = [_stream_choice(k, c, out, 0, k, None) for k, c in enumerate(out.results[0].completions)]
+            return _event_stream(chat_chunks(id_=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
+                                             model=served_model_name, choices=streamed,
+                                             usage=_usage(out.results) if _include_usage(body) else None))
         choices = []
         for k, c in enumerate(out.results[0].completions):
             lp = None
@@ -417,6 +562,29 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
     return app
 
 
+def _stream_choice(index: int, c: Completion, out: _JobOutput, i: int, k: int,
+                   echo: str | None) -> dict[str, Any]:
+    """One choice as :mod:`stepjudge.serve.stream` takes it: its deltas, and log-probs when asked."""
+    choice: dict[str, Any] = {"index": index, "pieces": out.pieces[i][k], "finish_reason": c.finish_reason,
+                              "echo": echo}
+    if out.token_strings and c.logprobs is not None and len(c.logprobs) == len(choice["pieces"]):
+        choice["tokens"], choice["token_logprobs"] = out.token_strings[i][k], list(c.logprobs)
+    return choice
+
+
+def _include_usage(body: _Body) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def _event_stream(chunks: Iterator[bytes]) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def _echo_logprobs(prompt_lps: TextLogprobs, prompt: str, generated: dict[str, Any]) -> dict[str, Any]:
     """Legacy ``logprobs`` of prompt + completion: the prompt's tokens first, every token with its
     character offset in the echoed text (so a client can split prompt from continuation by offset)."""
@@ -427,11 +595,6 @@ def _echo_logprobs(prompt_lps: TextLogprobs, prompt: str, generated: dict[str, A
     return {"tokens": [*prompt_lps.tokens, *generated["tokens"]],
             "token_logprobs": [*prompt_lps.logprobs, *generated["token_logprobs"]],
             "top_logprobs": None, "text_offset": offsets}
-
-
-def _no_stream(body: _Body) -> None:
-    if body.stream:
-        raise APIError(400, "stream=true is not supported by this server", code="unsupported_parameter")
 
 
 def _content_text(content: str | list[_TextPart] | None) -> str:
@@ -447,27 +610,36 @@ def _params(body: _Body, max_tokens: int, logprobs: bool) -> SamplingParams:
     try:
         return SamplingParams(n=body.n, temperature=1.0 if body.temperature is None else body.temperature,
                               top_p=1.0 if body.top_p is None else body.top_p, max_tokens=max_tokens,
-                              stop=stop, seed=body.seed, logprobs=logprobs)
+                              stop=stop, seed=body.seed, logprobs=logprobs, ignore_eos=bool(body.ignore_eos))
     except ValueError as e:
         raise APIError(400, f"invalid request: {e}") from e
 
 
-def _response(prefix: str, obj: str, model: str, choices: list[dict],
-              results: list[GenerationResult]) -> dict[str, Any]:
+def _usage(results: list[GenerationResult]) -> dict[str, int]:
     prompt_tokens = sum(r.prompt_tokens for r in results)
     completion_tokens = sum(c.num_tokens for r in results for c in r.completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _response(prefix: str, obj: str, model: str, choices: list[dict],
+              results: list[GenerationResult]) -> dict[str, Any]:
     return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()),
-            "model": model, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+            "model": model, "choices": choices, "usage": _usage(results)}
 
 
 # ---------------------------------------------------------------------- running it
 def make_server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-                on_ready=None):
+                on_ready=None, shutdown_timeout_s: float | None = 30):
     """A ``uvicorn.Server`` that calls ``on_ready(url)`` once its socket is listening (port 0 works:
-    the URL carries the port the OS picked)."""
+    the URL carries the port the OS picked).
+
+    On SIGTERM or SIGINT uvicorn closes the listening socket, lets requests in flight finish (for up to
+    ``shutdown_timeout_s``; None waits for ever), then stops the engine; the app's ``draining`` event is
+    set first, so a request that still reaches it (a kept-alive connection) is answered 503."""
     import uvicorn
+
+    draining: threading.Event | None = getattr(app.state, "draining", None)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -475,7 +647,13 @@ def make_server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_
             if self.started and on_ready is not None:
                 on_ready(server_url(self))
 
-    return _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if draining is not None:
+                draining.set()
+            super().handle_exit(sig, frame)
+
+    return _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                  timeout_graceful_shutdown=shutdown_timeout_s))
 
 
 def server_url(server) -> str:
@@ -514,29 +692,42 @@ def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log
         thread.join(start_timeout_s)
 
 
-def serve(engine_config: EngineConfig, *, host: str = "127.0.0.1", port: int = 8000,
-          served_model_name: str | None = None, api_key_env: str | None = None,
-          batch_window_ms: float = 10, log_level: str = "info", max_batch_prompts: int = 64) -> None:
-    """Load the engine and serve it until interrupted. ``api_key_env`` names the environment variable
-    holding the key clients must send; None serves without authentication."""
-    from stepjudge.engines.factory import make_engine
-
-    api_key = None
+def resolve_api_key(api_key: str | None, api_key_env: str | None, environ: Mapping[str, str]) -> str | None:
+    """The key clients must send: ``api_key`` if given, else the variable ``api_key_env`` names (which must
+    then be set), else ``$STEPJUDGE_API_KEY``, else None (no authentication)."""
+    if api_key:
+        return api_key
     if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
+        value = environ.get(api_key_env)
+        if not value:
             raise StepJudgeError(f"--api-key-env names {api_key_env}, but that environment variable is "
                                  f"not set; export it or drop --api-key-env")
+        return value
+    return environ.get(API_KEY_VARIABLE) or None
+
+
+def serve(engine_config: EngineConfig, *, host: str = "127.0.0.1", port: int = 8000,
+          served_model_name: str | None = None, api_key_env: str | None = None,
+          batch_window_ms: float = 10, log_level: str = "info", max_batch_prompts: int = 64,
+          api_key: str | None = None, limits: ServeLimits | None = None,
+          shutdown_timeout_s: float | None = 30) -> None:
+    """Load the engine and serve it until SIGTERM/SIGINT. The key comes from :func:`resolve_api_key`;
+    it is never printed or logged."""
+    from stepjudge.engines.factory import make_engine
+
+    key = resolve_api_key(api_key, api_key_env, os.environ)
+    source = ("--api-key" if api_key else f"${api_key_env}" if api_key_env else f"${API_KEY_VARIABLE}")
     engine = make_engine(engine_config)
     name = served_model_name or engine_config.model
     try:
-        app = create_app(engine, name, api_key=api_key, batch_window_ms=batch_window_ms,
-                         max_batch_prompts=max_batch_prompts)
+        app = create_app(engine, name, api_key=key, batch_window_ms=batch_window_ms,
+                         max_batch_prompts=max_batch_prompts, limits=limits)
 
         def ready(url: str) -> None:
-            auth = f" (clients must send the key from ${api_key_env})" if api_key else ""
+            auth = f" (clients must send the key from {source})" if key else " (no API key: anyone may call it)"
             print(f"stepjudge: serving '{name}' at {url}{auth}", flush=True)
 
-        make_server(app, host=host, port=port, log_level=log_level, on_ready=ready).run()
+        make_server(app, host=host, port=port, log_level=log_level, on_ready=ready,
+                    shutdown_timeout_s=shutdown_timeout_s).run()
     finally:
         engine.close()

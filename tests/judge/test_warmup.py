@@ -126,6 +126,23 @@ def test_prompts_full_compact_keep():
         judge_fields({"prompt": [{"role": "user", "content": "no layout"}]})
 
 
+def test_terse_prompt_is_one_system_line_and_the_three_inputs():
+    row = _rows()[1]
+    terse = warmup_prompt(row, WarmupConfig(prompt="terse", variant="reference"))
+    assert terse == [
+        {"role": "system", "content": "Compare the new step with the problem's expected calculation, then answer "
+                                      "\\boxed{Positive} or \\boxed{Negative}."},
+        {"role": "user", "content": "Problem: Start with 13. Add 3. (p0)\nEarlier steps: 13 + 0 = 13\n"
+                                    "New step: 13 + 3 = 17"}]
+    first = warmup_prompt(_rows()[0], WarmupConfig(prompt="terse", variant="verdict"))
+    assert first[0]["content"].startswith("Answer \\boxed{Positive} if the new step is right")
+    assert "Earlier steps: (none)" in first[1]["content"]
+    recompute = warmup_prompt(row, WarmupConfig(prompt="terse"))[0]["content"]
+    assert recompute.startswith("Check the new step's calculations")
+    compact = warmup_prompt(row, WarmupConfig(prompt="compact", variant="reference"))
+    assert len(terse[0]["content"] + terse[1]["content"]) * 2 < len(compact[0]["content"])
+
+
 # ------------------------------------------------------------------------------- balance, held-out
 
 
