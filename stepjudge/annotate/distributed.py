@@ -6,6 +6,11 @@ end exactly as a single-process run does. A group's seed depends only on its ind
 are the same whichever worker computed them (with the same engine settings and thread count).
 Workers use the ``hf`` engine in-process, or with ``engine.kind = openai`` one server URL each from
 ``worker_base_urls`` (e.g. one vLLM server per GPU).
+
+A worker that dies mid-group (killed, out of memory, its node lost) is restarted by Ray, which builds
+its engine again and re-runs the group (``ray_max_retries`` times per worker); the group's seed makes
+the re-run give the same lines. Past that the run stops with an error naming the group, and the groups
+already written stay for a resume.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from collections.abc import Sequence
 
 from stepjudge.data.records import Problem
+from stepjudge.errors import StepJudgeError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,8 @@ def run_on_ray(run, groups: Sequence[Sequence[Problem]], shards: Sequence[int]) 
     urls = cfg.worker_base_urls
     if cfg.engine.kind == "openai" and urls and len(urls) < n_workers:
         raise ValueError(f"ray_workers={n_workers} but only {len(urls)} worker_base_urls were given")
-    actor_cls = ray.remote(num_cpus=1)(_Worker)
+    retries = cfg.ray_max_retries
+    actor_cls = ray.remote(num_cpus=1, max_restarts=retries, max_task_retries=retries)(_Worker)
     workers = [actor_cls.remote(cfg.model_dump(mode="json"), urls[i] if urls else None) for i in range(n_workers)]
     files = {s: JsonlAppender(run.shard_path(s)) for s in shards}
     bar = tqdm(total=sum(len(groups[g]) for _, g in todo), unit="problem", desc=f"annotate (ray x{n_workers})",
@@ -81,7 +88,14 @@ def run_on_ray(run, groups: Sequence[Sequence[Problem]], shards: Sequence[int]) 
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 w, shard, g = pending.pop(ref)
-                files[shard].append(ray.get(ref))
+                try:
+                    line = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    raise StepJudgeError(
+                        f"annotation group {g} failed on a Ray worker (after up to {retries} restarts, "
+                        f"ray_max_retries): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                        f"the finished groups are kept in {run.out / 'shards'}: re-run to resume") from e
+                files[shard].append(line)
                 idle.append(w)
                 bar.update(len(groups[g]))
     finally:

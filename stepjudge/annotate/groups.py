@@ -47,6 +47,8 @@ class AnnotateConfig(ProblemSetConfig):
     ray: bool = Field(False, description="spread shards over a Ray cluster, one engine per worker")
     ray_address: str | None = Field(None, description="Ray cluster address (None: start a local one)")
     ray_workers: int = Field(2, ge=1, description="Ray actors, each with its own engine")
+    ray_max_retries: int = Field(3, ge=0, description="times Ray restarts a dead worker (killed, out of memory, "
+                                                      "node lost) and re-runs its group")
     worker_base_urls: list[str] = Field(default_factory=list,
                                         description="with ray + engine.kind=openai: one server URL per worker")
     out: str = Field("runs/annotate", description="run folder (resumable)")

@@ -11,9 +11,11 @@ from stepjudge.engines.base import (
     Prompt,
     SamplingParams,
     TextLogprobs,
+    TokenCallback,
+    TokenEvent,
 )
 
-__all__ = ["Capability", "TextLogprobs", "ChatMessages", "Completion", "Engine", "EngineStats", "GenerationResult", "Prompt",
+__all__ = ["Capability", "TextLogprobs", "TokenCallback", "TokenEvent", "ChatMessages", "Completion", "Engine", "EngineStats", "GenerationResult", "Prompt",
            "SamplingParams", "HFEngine", "OpenAIEngine", "EngineConfig", "make_engine"]
 
 

@@ -13,7 +13,7 @@ method and get an :class:`~stepjudge.errors.EngineCapabilityError` naming the en
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Union
@@ -99,6 +99,27 @@ class Capability(str, Enum):
     NEXT_TOKEN_LOGPROBS = "next-token log-probs"  # log p(candidate token | prompt)
     PROMPT_LOGPROBS = "prompt log-probs"  # per-token log p(text | prompt), as an echo request gives
     PREFIX_CACHE = "prefix cache"  # KV of earlier prompts reused across calls
+    TOKEN_STREAMING = "token streaming"  # generate(..., on_tokens=) reports each token as it is decoded
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One decoded token of one sample, reported while the batch is still decoding (``on_tokens``).
+
+    ``token_id`` is None on the step a sample ends on an end-of-sequence token (that token is not part
+    of the completion); ``finish_reason`` is set on a sample's last event, so a streaming server can
+    close that choice before the rest of the batch is done. ``logprob`` is filled when
+    ``SamplingParams.logprobs`` is on.
+    """
+
+    prompt: int  # index into the prompts of the generate call
+    sample: int  # 0 .. n-1
+    token_id: int | None
+    logprob: float | None = None
+    finish_reason: FinishReason | None = None
+
+
+TokenCallback = Callable[[list[TokenEvent]], None]  # called once per decode step, with that step's events
 
 
 @dataclass

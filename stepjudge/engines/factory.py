@@ -30,7 +30,12 @@ class EngineConfig(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     max_concurrency: int = Field(16, ge=1, description="openai: parallel HTTP requests")
     timeout_s: float = Field(120.0, gt=0, description="openai: seconds per request")
-    max_retries: int = Field(4, ge=0, description="openai: retries of a failed request, with backoff")
+    max_retries: int = Field(4, ge=0, description="openai: retries of a transient failure (connection refused, "
+                                                  "timeout, HTTP 408/409/429/5xx), with back-off")
+    retry_backoff_s: float = Field(0.5, ge=0, description="openai: first back-off before a retry; doubled each "
+                                                          "retry, with jitter")
+    retry_max_backoff_s: float = Field(8.0, ge=0, description="openai: longest wait before one retry (a "
+                                                              "server's Retry-After included)")
     use_chat: bool = Field(True, description="send chat prompts to /chat/completions (else render locally)")
     tokenizer: str | None = Field(None, description="openai: the served model's tokenizer (name or path) loaded "
                                                     "locally, for chat rendering and tokenizer access")
@@ -49,4 +54,5 @@ def make_engine(config: EngineConfig | dict) -> Engine:
 
     return OpenAIEngine(config.base_url, config.model, api_key_env=config.api_key_env,
                         max_concurrency=config.max_concurrency, timeout_s=config.timeout_s,
-                        max_retries=config.max_retries, use_chat=config.use_chat, tokenizer=config.tokenizer)
+                        max_retries=config.max_retries, use_chat=config.use_chat, tokenizer=config.tokenizer,
+                        retry_backoff_s=config.retry_backoff_s, retry_max_backoff_s=config.retry_max_backoff_s)

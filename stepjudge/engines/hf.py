@@ -28,6 +28,8 @@ from stepjudge.engines.base import (
     Prompt,
     SamplingParams,
     TextLogprobs,
+    TokenCallback,
+    TokenEvent,
     render_chat,
     text_token_range,
     truncate_at_stop,
@@ -110,11 +112,17 @@ class HFEngine(Engine):
         return ids
 
     # ------------------------------------------------------------------ API
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[GenerationResult]:
-        return self.generate_ids([self.encode(p) for p in prompts], params)
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, *,
+                 on_tokens: TokenCallback | None = None) -> list[GenerationResult]:
+        """Sample ``params.n`` completions per prompt. ``on_tokens`` (optional) is called once per decode
+        step with that step's :class:`~stepjudge.engines.base.TokenEvent` per live sample, on this
+        thread, while the batch is still decoding: what a streaming server needs for its first token
+        to leave before the last is decoded. Without it the loop does no per-step Python work."""
+        return self.generate_ids([self.encode(p) for p in prompts], params, on_tokens=on_tokens)
 
     @torch.inference_mode()
-    def generate_ids(self, encoded: Sequence[list[int]], params: SamplingParams) -> list[GenerationResult]:
+    def generate_ids(self, encoded: Sequence[list[int]], params: SamplingParams, *,
+                     on_tokens: TokenCallback | None = None) -> list[GenerationResult]:
         """:meth:`generate` from prompts already tokenized (e.g. a trainer's prompt ids)."""
         start = time.perf_counter()
         prompts = encoded
@@ -126,7 +134,9 @@ class HFEngine(Engine):
             per_batch = max(1, self.max_batch_rows // n)
             groups = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
             for group in groups:
-                outs = self._generate_batch([encoded[i] for i in group], params, repeat=n)
+                where = [(i, k) for i in group for k in range(n)]
+                outs = self._generate_batch([encoded[i] for i in group], params, repeat=n,
+                                            on_tokens=on_tokens, where=where)
                 for j, i in enumerate(group):
                     results[i] = GenerationResult(outs[j * n:(j + 1) * n], prompt_tokens=len(encoded[i]))
         else:  # naive: every sample carries its own copy of the prompt through prefill
@@ -135,7 +145,8 @@ class HFEngine(Engine):
             collected: dict[int, list[Completion]] = {i: [] for i in range(len(prompts))}
             for b in range(0, len(rows), per_batch):
                 chunk = rows[b:b + per_batch]
-                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, repeat=1)
+                outs = self._generate_batch([encoded[i] for i, _ in chunk], params, repeat=1,
+                                            on_tokens=on_tokens, where=chunk)
                 for (i, _), out in zip(chunk, outs, strict=True):
                     collected[i].append(out)
             for i in range(len(prompts)):
@@ -306,9 +317,28 @@ class HFEngine(Engine):
         position_ids[:, -1] = pos[:, -1]
         return cache, attn, position_ids, out.logits[:, -1, :].float()
 
-    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams,
-                        repeat: int) -> list[Completion]:
-        """Prefill ``prompt_ids`` once, decode ``repeat`` samples of each; rows ordered prompt-major."""
+    @staticmethod
+    def _token_events(where: Sequence[tuple[int, int]], active: torch.Tensor, alive: torch.Tensor,
+                      tokens: torch.Tensor, is_eos: torch.Tensor, step_lp: torch.Tensor | None,
+                      finish: dict[int, str]) -> list[TokenEvent]:
+        """This step's token of every sample still running before it (one host copy per tensor)."""
+        rows = alive.nonzero().flatten().tolist()
+        orig, toks, eos = active.tolist(), tokens.tolist(), is_eos.tolist()
+        lps = step_lp.tolist() if step_lp is not None else None
+        events = []
+        for r in rows:
+            o = orig[r]
+            prompt, sample = where[o] if where else (o, 0)
+            events.append(TokenEvent(prompt, sample, None if eos[r] else toks[r],
+                                     lps[r] if lps is not None and not eos[r] else None,
+                                     finish.get(o)))  # type: ignore[arg-type]
+        return events
+
+    def _generate_batch(self, prompt_ids: list[list[int]], params: SamplingParams, repeat: int, *,
+                        on_tokens: TokenCallback | None = None,
+                        where: Sequence[tuple[int, int]] = ()) -> list[Completion]:
+        """Prefill ``prompt_ids`` once, decode ``repeat`` samples of each; rows ordered prompt-major.
+        ``where[row]`` is the (prompt, sample) of a row in the caller's numbering, for ``on_tokens``."""
 
         dev = self.device
         cache, attn, position_ids, logits = self._prefill(prompt_ids, params.max_tokens)
@@ -358,6 +388,9 @@ class HFEngine(Engine):
                 sampled[orig] = generated.shape[1]
                 done_lps[orig] = lps[r, :len(seq)] if params.logprobs else None
                 finish[orig] = "stop" if bool(newly_done[r]) else "length"
+            if on_tokens is not None:
+                on_tokens(self._token_events(where, active, alive, tokens, is_eos,
+                                             step_lp if params.logprobs else None, finish))
             alive &= ~newly_done
             if last_step or not bool(alive.any()):
                 break

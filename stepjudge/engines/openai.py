@@ -1,7 +1,6 @@
 """Generation over HTTP from any OpenAI-compatible server (vLLM, SGLang, llama.cpp, ``stepjudge serve``).
 
-Why a private event loop? The official async client gives us retries with exponential backoff,
-timeouts and cheap concurrency, but callers of :meth:`OpenAIEngine.generate` are plain sync code,
+Why a private event loop? The official async client gives us timeouts and cheap concurrency, but callers of :meth:`OpenAIEngine.generate` are plain sync code,
 code already inside a running event loop (notebooks, async trainers) and worker threads. A loop
 owned by a daemon thread serves all three: coroutines are submitted with
 ``asyncio.run_coroutine_threadsafe`` and the caller just waits on the returned future. The HTTP
@@ -9,6 +8,14 @@ client lives on that loop only, so it is never shared across loops.
 
 Each prompt is one request (``n`` samples in it); requests run concurrently up to
 ``max_concurrency``. Chat prompts go to ``/chat/completions`` and raw text to ``/completions``.
+
+Transient failures (connection refused or reset, a timeout, HTTP 408/409/429/5xx) are retried here, not
+by the client library, so the policy is ours and visible: ``max_retries`` tries more, waiting
+:func:`retry_delay` between them (exponential from ``retry_backoff_s``, jittered, never more than
+``retry_max_backoff_s``; a server's ``Retry-After`` is honoured up to that cap), outside the
+concurrency limit so a waiting request does not hold a slot. The total wait is thus bounded by
+``max_retries * retry_max_backoff_s`` plus the requests' own ``timeout_s``; after the last try the
+error names the server URL, the tries and the time spent.
 
 Prompt log-probs come from ``/completions`` with ``echo`` and ``logprobs`` (vLLM and ``stepjudge
 serve`` answer it; OpenAI's own API no longer does): the server scores ``prompt + text`` as one
@@ -20,12 +27,14 @@ ids are not something the API offers, so that capability is absent.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import os
+import random
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from stepjudge.engines.base import (
@@ -46,6 +55,44 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_API_KEY = "EMPTY"  # what local servers (vLLM, llama.cpp) accept when they check no key
+RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx: worth another try after a pause
+
+
+def retry_delay(attempt: int, *, base_s: float, cap_s: float, retry_after_s: float | None = None,
+                jitter: float = 1.0) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
+
+    The server's ``Retry-After`` wins when it gave one (clipped to ``[0, cap_s]``); otherwise
+    ``base_s * 2**attempt``, capped at ``cap_s``, scaled by ``0.5 + 0.5 * jitter`` (``jitter`` uniform in
+    [0, 1]) so that clients that failed together do not all come back at the same instant."""
+    if retry_after_s is not None:
+        return min(max(retry_after_s, 0.0), cap_s)
+    return min(cap_s, base_s * 2.0 ** attempt) * (0.5 + 0.5 * jitter)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds a server asked us to wait: ``retry-after-ms`` (OpenAI's), else ``Retry-After`` as seconds or
+    as an HTTP date; None when absent or unreadable."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - (time.time() if now is None else now)
 
 
 class OpenAIEngine(Engine):
@@ -57,7 +104,8 @@ class OpenAIEngine(Engine):
         api_key: the key itself; when None it is read from ``api_key_env`` (``"EMPTY"`` if unset,
             which local servers accept).
         max_concurrency: most requests in flight at once.
-        timeout_s: per-request timeout; ``max_retries``: retries (with backoff) of failed requests.
+        timeout_s: per-request timeout; ``max_retries``: retries of a transient failure (see the module
+            docstring), waiting ``retry_backoff_s`` doubled each time, at most ``retry_max_backoff_s``.
         use_chat: send chat prompts to ``/chat/completions``. Without it chat prompts are rendered with
             ``tokenizer``, or refused when there is none (the chat template is then only known to the server).
         tokenizer: the served model's tokenizer, a loaded one or a name/path for
@@ -68,7 +116,8 @@ class OpenAIEngine(Engine):
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, timeout_s: float = 120,
-                 max_retries: int = 4, use_chat: bool = True, tokenizer: Any = None):
+                 max_retries: int = 4, use_chat: bool = True, tokenizer: Any = None,
+                 retry_backoff_s: float = 0.5, retry_max_backoff_s: float = 8.0, seed: int | None = None):
         super().__init__()
         if isinstance(tokenizer, (str, os.PathLike)):
             from stepjudge.models import load_tokenizer, resolve_model
@@ -87,7 +136,11 @@ class OpenAIEngine(Engine):
         self._api_key = api_key if api_key is not None else (os.environ.get(api_key_env) or LOCAL_API_KEY)
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
+        if max_retries < 0 or retry_backoff_s < 0 or retry_max_backoff_s < 0:
+            raise ValueError("max_retries, retry_backoff_s and retry_max_backoff_s must be >= 0")
         self.max_retries = max_retries
+        self.retry_backoff_s, self.retry_max_backoff_s = retry_backoff_s, retry_max_backoff_s
+        self._jitter = random.Random(seed)  # the back-off jitter only; seeded for reproducible tests
         self.use_chat = use_chat
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -113,7 +166,7 @@ class OpenAIEngine(Engine):
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s,
-                             max_retries=self.max_retries)
+                             max_retries=0)  # retried in _request, by our policy
         return client, asyncio.Semaphore(self.max_concurrency)
 
     # ------------------------------------------------------------------ capabilities
@@ -226,27 +279,52 @@ class OpenAIEngine(Engine):
                             [None if values[j] is None else float(values[j]) for j in span])
 
     async def _request(self, make: Callable[[], Awaitable[T]]) -> T:
-        """One API call under the concurrency limit, its failures turned into actionable EngineErrors."""
+        """One API call under the concurrency limit; transient failures retried with back-off, the last
+        one (and every other failure) turned into an actionable EngineError."""
         import openai
 
-        async with self._sem:
-            try:
-                return await make()
-            except openai.AuthenticationError:
-                raise EngineError(self._auth_message()) from None
-            except openai.APITimeoutError as e:
-                raise EngineError(
-                    f"the server at {self.base_url} did not answer within {self.timeout_s:g}s "
-                    f"(after {self.max_retries} retries); is it overloaded? raise timeout_s") from e
-            except openai.APIConnectionError as e:
-                raise EngineError(
-                    f"the server at {self.base_url} is unreachable after {self.max_retries} retries "
-                    f"(is it running? check --engine.base-url)") from e
-            except openai.APIStatusError as e:
-                raise EngineError(f"the server at {self.base_url} returned HTTP {e.status_code}: "
-                                  f"{_server_message(e)}") from e
-            except openai.OpenAIError as e:
-                raise EngineError(f"request to {self.base_url} failed: {e}") from e
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            async with self._sem:
+                try:
+                    return await make()
+                except openai.AuthenticationError:
+                    raise EngineError(self._auth_message()) from None
+                except openai.APIStatusError as e:
+                    transient = e.status_code in RETRY_STATUSES or e.status_code >= 500
+                    if not transient or attempt >= self.max_retries:
+                        raise EngineError(f"the server at {self.base_url} returned HTTP {e.status_code}"
+                                          f"{self._tries(attempt, started) if transient else ''}: "
+                                          f"{_server_message(e)}") from e
+                    retry_after = parse_retry_after(e.response.headers)
+                    why = f"HTTP {e.status_code}"
+                except openai.APIConnectionError as e:
+                    if attempt >= self.max_retries:
+                        raise EngineError(self._unreachable(e, attempt, started)) from e
+                    retry_after = None
+                    why = "timeout" if isinstance(e, openai.APITimeoutError) else f"connection error ({_cause(e)})"
+                except openai.OpenAIError as e:
+                    raise EngineError(f"request to {self.base_url} failed: {e}") from e
+            delay = retry_delay(attempt, base_s=self.retry_backoff_s, cap_s=self.retry_max_backoff_s,
+                                retry_after_s=retry_after, jitter=self._jitter.random())
+            log.info("%s from %s; retry %d of %d in %.2fs", why, self.base_url, attempt + 1, self.max_retries,
+                     delay)
+            await asyncio.sleep(delay)  # outside the semaphore: a waiting request holds no slot
+            attempt += 1
+
+    def _tries(self, retries: int, started: float) -> str:
+        return (f" after {retries + 1} tries over {time.monotonic() - started:.1f}s "
+                f"(max_retries={self.max_retries})")
+
+    def _unreachable(self, e: Exception, retries: int, started: float) -> str:
+        import openai
+
+        if isinstance(e, openai.APITimeoutError):
+            return (f"the server at {self.base_url} did not answer within {self.timeout_s:g}s"
+                    f"{self._tries(retries, started)}; is it overloaded? raise timeout_s")
+        return (f"the server at {self.base_url} is unreachable ({_cause(e)}){self._tries(retries, started)}; "
+                f"is it running? check --engine.base-url")
 
     def _auth_message(self) -> str:
         where = (f"the environment variable {self.api_key_env}" if self._key_from_env
@@ -311,6 +389,13 @@ def _count_tokens(choice: Any, logprobs: list[float] | None, k: int, n: int, tot
     if logprobs is not None:
         return len(logprobs)
     return total // n + (1 if k < total % n else 0)
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost reason of a connection failure, e.g. ``ConnectError: [Errno 111] Connection refused``."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _server_message(e: Any) -> str:

@@ -16,7 +16,8 @@ Hardening, so it can stand in for vLLM's server: every request first passes :cla
 (the API key, the body size, 503 while shutting down); the limits of
 :class:`~stepjudge.serve.config.ServeLimits` are answered with a 4xx naming the setting; a full queue
 answers 429 at once instead of growing; ``stream: true`` answers server-sent events
-(:mod:`stepjudge.serve.stream`); ``GET /metrics`` is Prometheus text (:mod:`stepjudge.serve.metrics`);
+(:mod:`stepjudge.serve.stream`) token by token as the batch decodes (engines with the token-streaming
+capability report each step through ``generate(..., on_tokens=)``); ``GET /metrics`` is Prometheus text (:mod:`stepjudge.serve.metrics`);
 SIGTERM stops accepting, refuses new requests and lets in-flight ones finish.
 """
 
@@ -41,12 +42,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stepjudge.engines.base import Capability, Completion, Engine, GenerationResult, Prompt, SamplingParams
+from stepjudge.engines.base import (
+    Capability,
+    Completion,
+    Engine,
+    GenerationResult,
+    Prompt,
+    SamplingParams,
+    TokenEvent,
+)
 from stepjudge.errors import EngineCapabilityError, StepJudgeError
 from stepjudge.serve.config import API_KEY_VARIABLE, ServeLimits
 from stepjudge.serve.gate import Gate, error_body
 from stepjudge.serve.metrics import CONTENT_TYPE_LATEST, ServeMetrics
-from stepjudge.serve.stream import chat_chunks, completion_chunks, text_pieces
+from stepjudge.serve.stream import DONE, ChoiceStream, StreamWriter, text_pieces
 
 if TYPE_CHECKING:
     from stepjudge.engines.base import TextLogprobs
@@ -132,7 +141,7 @@ class _Job:
     want_tokens: bool = False
     generate: bool = True  # False: an echo request with max_tokens 0 (prompt log-probs only)
     want_prompt_logprobs: bool = False
-    want_pieces: bool = False  # streaming: one text delta per token
+    sink: StreamSink | None = None  # streaming: where this job's deltas go while it decodes
 
     @property
     def key(self) -> tuple[SamplingParams, bool]:
@@ -145,10 +154,55 @@ class _JobOutput:
     results: list[GenerationResult]
     token_strings: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token]
     prompt_logprobs: list[TextLogprobs] = field(default_factory=list)  # [prompt], when asked
-    pieces: list[list[list[str]]] = field(default_factory=list)  # [prompt][choice][token], streaming
 
 
 _STOP = object()
+_END = object()  # the last item a StreamSink's queue gets
+
+
+class StreamSink:
+    """The bridge from the engine thread to one streaming request's event loop.
+
+    The worker calls :meth:`begin` when the request's batch starts decoding (the handler then answers
+    200 and starts the event stream; an error before that is still a plain JSON answer), :meth:`put` with
+    the events of each decode step (``("delta", index, text, token, logprob)`` or ``("finish", index,
+    text, reason)``), and :meth:`end` after the last. ``choices[index]`` is the :class:`ChoiceStream`
+    of choice ``index``, made on the engine thread (it decodes with the engine's tokenizer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.started: asyncio.Future = loop.create_future()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.choices: dict[int, ChoiceStream] = {}
+        self.sent_any = False
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the client's loop is already closed
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def begin(self) -> None:
+        def mark() -> None:
+            if not self.started.done():
+                self.started.set_result(True)
+        self._call(mark)
+
+    def put(self, events: list[tuple]) -> None:
+        if events:
+            self.sent_any = True
+            self._call(self.queue.put_nowait, events)
+
+    def end(self) -> None:
+        self._call(self.queue.put_nowait, _END)
+
+    async def wait_started(self, task: asyncio.Future) -> None:
+        """Return once decoding began; raise the request's error if it failed before that."""
+        await asyncio.wait({self.started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not self.started.done():
+            task.result()  # raises the error; a job never ends without starting otherwise
+
+    async def events(self) -> AsyncIterator[list[tuple]]:
+        while (item := await self.queue.get()) is not _END:
+            yield item
 
 
 class BatchWorker:
@@ -197,10 +251,10 @@ class BatchWorker:
 
     async def submit(self, prompts: list[Prompt], params: SamplingParams, want_tokens: bool, *,
                      generate: bool = True, want_prompt_logprobs: bool = False,
-                     want_pieces: bool = False) -> _JobOutput:
+                     sink: StreamSink | None = None) -> _JobOutput:
         """Run ``prompts`` on the engine thread. ``generate=False`` skips sampling (``params.n`` empty
         completions per prompt); ``want_prompt_logprobs`` adds each prompt's own token log-probs;
-        ``want_pieces`` each completion's text as one delta per token (for streaming)."""
+        ``sink`` receives each completion's text deltas while it decodes (streaming)."""
         with self._lock:
             if self.max_queue is not None and self.admitted >= self.max_queue:
                 raise APIError(429, f"the server is at its limit of {self.max_queue} requests waiting or "
@@ -211,7 +265,7 @@ class BatchWorker:
             self.start()
             loop = asyncio.get_running_loop()
             job = _Job(prompts, params, loop, loop.create_future(), want_tokens, generate, want_prompt_logprobs,
-                       want_pieces)
+                       sink)
             self._queue.put(job)
             return await job.future
         finally:
@@ -288,8 +342,15 @@ class BatchWorker:
         started = time.perf_counter()
         if self.metrics is not None:
             self.metrics.running.set(len(batch))
+        streaming = [j for j in batch if j.sink is not None]
+        for job in streaming:
+            job.sink.choices = {}
+            job.sink.begin()
         try:
-            if batch[0].generate:
+            if batch[0].generate and streaming and self.engine.supports(Capability.TOKEN_STREAMING):
+                results = self.engine.generate(prompts, params,  # type: ignore[call-arg]
+                                               on_tokens=self._stream_to(batch, params))
+            elif batch[0].generate:
                 results = self.engine.generate(prompts, params)
             else:
                 results = [GenerationResult([Completion("", 0, "length") for _ in range(params.n)])
@@ -304,18 +365,23 @@ class BatchWorker:
                 if not job.generate:
                     for r, lp in zip(mine, lps, strict=False):
                         r.prompt_tokens = len(lp.tokens)
-                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else [], lps,
-                                          self._pieces(mine) if job.want_pieces else []))
+                outputs.append(_JobOutput(mine, self._token_strings(mine) if job.want_tokens else [], lps))
+                if job.sink is not None:
+                    self._close_stream(job, mine)
         except Exception as e:
             self._count(batch)
             if len(batch) == 1:  # reported to the client as a 500
                 log.exception("engine.generate failed for a request of %d prompts", len(prompts))
                 _resolve(batch[0], exc=e)
                 return
-            # One bad request must not fail the clients it was merged with.
+            # One bad request must not fail the clients it was merged with; a stream that already sent
+            # text cannot be replayed, so it gets the error.
             log.warning("a merged batch failed (%s); running its %d requests one by one", e, len(batch))
             for job in batch:
-                self._execute([job])
+                if job.sink is not None and job.sink.sent_any:
+                    _resolve(job, exc=e)
+                else:
+                    self._execute([job])
             return
         finally:
             if self.metrics is not None:
@@ -349,15 +415,67 @@ class BatchWorker:
             out.append(per_choice)
         return out
 
-    def _pieces(self, results: list[GenerationResult]) -> list[list[list[str]]]:
-        """Each completion's text as one delta per token (on this thread: the tokenizer's)."""
-        tok = self.engine.tokenizer if self.engine.supports(Capability.TOKENIZER) else None
+    def _decode(self):
+        """The engine tokenizer's decode, or None (then the text goes out in one piece)."""
+        if not self.engine.supports(Capability.TOKENIZER):
+            return None
+        tok = self.engine.tokenizer
+        return lambda ids: tok.decode(ids, skip_special_tokens=True)
 
-        def decode(ids: list[int]) -> str:
-            return tok.decode(ids, skip_special_tokens=True)
+    def _stream_to(self, batch: list[_Job], params: SamplingParams):
+        """The engine's ``on_tokens`` for this batch: each step's tokens become deltas of the streaming
+        jobs (one queue put per job and step), in the merged prompt list's numbering."""
+        owner: list[tuple[_Job, int]] = [(job, i) for job in batch for i in range(len(job.prompts))]
+        decode = self._decode()
+        tok = self.engine.tokenizer if params.logprobs and decode is not None else None
 
-        return [[text_pieces(decode, (c.token_ids or []) if tok is not None else [], c.text)
-                 for c in r.completions] for r in results]
+        def on_tokens(events: list[TokenEvent]) -> None:
+            out: dict[int, list[tuple]] = {}
+            for ev in events:
+                job, i = owner[ev.prompt]
+                if job.sink is None:
+                    continue
+                index = i * params.n + ev.sample
+                choice = job.sink.choices.get(index)
+                if choice is None:
+                    choice = job.sink.choices[index] = ChoiceStream(decode, params.stop)
+                mine = out.setdefault(id(job), [])
+                if ev.token_id is not None:
+                    text = choice.push(ev.token_id)
+                    token = tok.decode([ev.token_id]) if tok is not None else None
+                    mine.append(("delta", index, text, token, ev.logprob))
+                if ev.finish_reason is not None:
+                    mine.append(("finish", index, choice.finish(), ev.finish_reason))
+            for job in batch:
+                if job.sink is not None and id(job) in out:
+                    job.sink.put(out[id(job)])
+
+        return on_tokens
+
+    def _close_stream(self, job: _Job, results: list[GenerationResult]) -> None:
+        """Send what the step events did not: every choice of an engine that cannot stream (one delta
+        per token, from the finished completion), and check the streamed text is the completion's."""
+        decode = self._decode()
+        tok = self.engine.tokenizer if job.params.logprobs and decode is not None else None
+        events: list[tuple] = []
+        for i, r in enumerate(results):
+            for k, c in enumerate(r.completions):
+                index = i * job.params.n + k
+                choice = job.sink.choices.get(index)
+                if choice is not None and choice.finished:
+                    if choice.sent != c.text:
+                        log.warning("streamed text of choice %d differs from the completion (%r vs %r)",
+                                    index, choice.sent, c.text)
+                    continue
+                ids = (c.token_ids or []) if decode is not None else []
+                pieces = text_pieces(decode, ids, c.text) if decode is not None else ([c.text] if c.text else [])
+                lps = c.logprobs if job.params.logprobs and c.logprobs is not None else None
+                for n, piece in enumerate(pieces):
+                    has_lp = lps is not None and n < len(lps) and n < len(ids)
+                    events.append(("delta", index, piece, tok.decode([ids[n]]) if tok is not None and has_lp
+                                   else None, lps[n] if has_lp else None))
+                events.append(("finish", index, "", c.finish_reason))
+        job.sink.put(events)
 
     def _fail_all(self, exc: Exception) -> None:
         while self._pending:
@@ -382,6 +500,8 @@ def _resolve(job: _Job, *, result: _JobOutput | None = None, exc: BaseException 
 
     with contextlib.suppress(RuntimeError):  # the client's loop is already closed
         job.loop.call_soon_threadsafe(done)
+    if job.sink is not None:  # after the last events: the queue is FIFO with the callback above
+        job.sink.end()
 
 
 # ---------------------------------------------------------------------- the app
@@ -478,7 +598,7 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
                                             "created": int(time.time()), "owned_by": "stepjudge",
                                             "max_model_len": max_model_len}]}
 
-    async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool, **kw: bool) -> _JobOutput:
+    async def run(prompts: list[Prompt], params: SamplingParams, want_tokens: bool, **kw: Any) -> _JobOutput:
         try:
             out = await worker.submit(prompts, params, want_tokens, **kw)
         except APIError:
@@ -487,6 +607,48 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
             raise APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error",
                            "engine_error") from e
         return out
+
+    async def stream_answer(kind: Literal["completion", "chat"], prompts: list[Prompt], params: SamplingParams,
+                     body: _Body, echo: list[str] | None = None, **kw: Any) -> StreamingResponse:
+        """Answer with server-sent events once the request's batch starts decoding; an error before
+        that (a full queue, a too-long prompt) is still a plain JSON answer with its status."""
+        sink = StreamSink(asyncio.get_running_loop())
+        task = asyncio.ensure_future(run(prompts, params, False, sink=sink, **kw))
+        try:
+            await sink.wait_started(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        writer = StreamWriter(kind, id_=f"{'cmpl' if kind == 'completion' else 'chatcmpl'}-{uuid.uuid4().hex}",
+                              created=int(time.time()), model=served_model_name, logprobs=params.logprobs)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                for index in range(len(prompts) * params.n):
+                    first = writer.start(index, echo[index // params.n] if echo else None)
+                    if first is not None:
+                        yield first
+                async for step in sink.events():
+                    for kind_, *args in step:
+                        chunk = writer.delta(*args) if kind_ == "delta" else writer.finish(*args)
+                        if chunk is not None:
+                            yield chunk
+                try:
+                    out = await task
+                except APIError as e:  # the status line is sent: the error goes in the stream
+                    yield writer.error(e.message, e.type, e.code)
+                    yield DONE
+                    return
+                if include_usage:
+                    yield writer.usage(_usage(out.results))
+                yield DONE
+            finally:
+                if not task.done():  # the client went away: do not keep its job waiting
+                    task.cancel()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionBody) -> dict | StreamingResponse:
@@ -510,14 +672,11 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
         generate = body.max_tokens != 0
         max_tokens = body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS  # a placeholder when not generating
         params = _params(body, max_tokens, want_lps and generate)
-        out = await run(list(prompts), params, params.logprobs, generate=generate,
-                        want_prompt_logprobs=echo and want_lps, want_pieces=stream)
         if stream:
-            streamed = [_stream_choice(i * params.n + k, c, out, i, k, prompts[i] if echo else None)
-                        for i, r in enumerate(out.results) for k, c in enumerate(r.completions)]
-            return _event_stream(completion_chunks(id_=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()),
-                                                   model=served_model_name, choices=streamed,
-                                                   usage=_usage(out.results) if _include_usage(body) else None))
+            return await stream_answer("completion", list(prompts), params, body, echo=list(prompts) if echo else None,
+                                generate=generate)
+        out = await run(list(prompts), params, params.logprobs, generate=generate,
+                        want_prompt_logprobs=echo and want_lps)
         choices = []
         for i, r in enumerate(out.results):
             for k, c in enumerate(r.completions):
@@ -541,12 +700,9 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
         messages = [{"role": m.role, "content": _content_text(m.content)} for m in body.messages]
         max_tokens = asked or min(CHAT_DEFAULT_MAX_TOKENS, limits.max_tokens_limit)
         params = _params(body, max_tokens, bool(body.logprobs))
-        out = await run([messages], params, params.logprobs, want_pieces=bool(body.stream))
         if body.stream:
-            streamed = [_stream_choice(k, c, out, 0, k, None) for k, c in enumerate(out.results[0].completions)]
-            return _event_stream(chat_chunks(id_=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
-                                             model=served_model_name, choices=streamed,
-                                             usage=_usage(out.results) if _include_usage(body) else None))
+            return await stream_answer("chat", [messages], params, body)
+        out = await run([messages], params, params.logprobs)
         choices = []
         for k, c in enumerate(out.results[0].completions):
             lp = None
@@ -560,29 +716,6 @@ def create_app(engine: Engine, served_model_name: str, *, api_key: str | None = 
         return _response("chatcmpl", "chat.completion", served_model_name, choices, out.results)
 
     return app
-
-
-def _stream_choice(index: int, c: Completion, out: _JobOutput, i: int, k: int,
-                   echo: str | None) -> dict[str, Any]:
-    """One choice as :mod:`stepjudge.serve.stream` takes it: its deltas, and log-probs when asked."""
-    choice: dict[str, Any] = {"index": index, "pieces": out.pieces[i][k], "finish_reason": c.finish_reason,
-                              "echo": echo}
-    if out.token_strings and c.logprobs is not None and len(c.logprobs) == len(choice["pieces"]):
-        choice["tokens"], choice["token_logprobs"] = out.token_strings[i][k], list(c.logprobs)
-    return choice
-
-
-def _include_usage(body: _Body) -> bool:
-    return bool(body.stream_options and body.stream_options.include_usage)
-
-
-def _event_stream(chunks: Iterator[bytes]) -> StreamingResponse:
-    async def events() -> AsyncIterator[bytes]:
-        for chunk in chunks:
-            yield chunk
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _echo_logprobs(prompt_lps: TextLogprobs, prompt: str, generated: dict[str, Any]) -> dict[str, Any]:
