@@ -221,8 +221,9 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
                "truth": metrics_against_truth(rows_for_truth, preds),
                "first_error": first_error_scores(preds, annotations),
                "train_wall_s": time.perf_counter() - t0}
-    if any(r.get("step") == "answer" for r in rows_for_truth):  # judge_data.answer_rows: answers apart
-        metrics["answers"] = step_metrics(rows_for_truth, preds, "answer")
+    if any(r.get("step") == "answer" for r in heldout):  # judge_data.answer_rows: answers apart
+        if arm != "disc-prm":  # the PRM judges chunks only: all its rows are chunks
+            metrics["answers"] = step_metrics(rows_for_truth, preds, "answer")
         metrics["chunks"] = step_metrics(rows_for_truth, preds, "chunk")
     atomic_write_json(out / "predictions.json", preds)
     atomic_write_json(done, metrics)
