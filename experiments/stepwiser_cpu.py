@@ -90,6 +90,9 @@ class ExperimentConfig(BaseModel):
     keep_checkpoints: bool = Field(False, description="keep the trainers' checkpoint-* folders once an arm is done "
                                                       "(each is ~1.5 GB: weights + optimizer state); final/ is "
                                                       "always kept")
+    warmup_from: str | None = Field(None, description="reuse the warm-ups of another run folder of this experiment "
+                                                       "(its seed{S}/warmup-{form}/final) instead of training them: "
+                                                       "for RL ablations from the same start")
     cot_variant: str = Field("recompute", description="the CoT arms' warm-up analysis: recompute (check lines of "
                                                       "the chunk's own claims) | reference (the task's expected step)")
 
@@ -182,7 +185,10 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
     if arm.startswith("warmup") or arm.startswith("stepwiser"):
         from stepjudge.train.judge_warmup import train_judge_warmup
 
-        wdir = out.parent / f"warmup-{form}"  # shared by warmup-X and stepwiser-X of this seed
+        # shared by warmup-X and stepwiser-X of this seed, or taken from another run (warmup_from)
+        wdir = (Path(cfg.warmup_from) / f"seed{seed}" if cfg.warmup_from else out.parent) / f"warmup-{form}"
+        if cfg.warmup_from and not (wdir / "final").exists():
+            raise SystemExit(f"warmup_from: {wdir / 'final'} does not exist (run that experiment's warm-up first)")
         final = wdir / "final"
         if not final.exists():
             train_judge_warmup({**cfg.warmup, "model": cfg.model, "seed": seed, "warmup": {**warm, "seed": seed},
