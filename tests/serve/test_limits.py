@@ -13,7 +13,6 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepjudge.engines.base import Completion, Engine, GenerationResult, Prompt, SamplingParams
-from stepjudge.engines.hf import HFEngine
 from stepjudge.errors import StepJudgeError
 from stepjudge.serve import ServeLimits, create_app, resolve_api_key, serve_in_thread
 from stepjudge.serve.config import ServeConfig
@@ -23,11 +22,6 @@ torch.set_num_threads(1)
 MODEL = "tiny-judge"
 KEY = "sk-limits-test-0123456789"
 PROMPT = "The answer is"
-
-
-@pytest.fixture(scope="module")
-def engine() -> HFEngine:
-    return HFEngine("tiny-random")
 
 
 @pytest.fixture(scope="module")

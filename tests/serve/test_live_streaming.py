@@ -24,11 +24,6 @@ PROMPT = "The answer is"
 
 
 @pytest.fixture(scope="module")
-def engine() -> HFEngine:
-    return HFEngine("tiny-random")
-
-
-@pytest.fixture(scope="module")
 def client(engine):
     with serve_in_thread(create_app(engine, MODEL, batch_window_ms=5)) as base:
         yield openai.OpenAI(base_url=base, api_key="EMPTY", max_retries=0, timeout=120)

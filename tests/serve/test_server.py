@@ -13,7 +13,6 @@ import torch
 from stepjudge.cli import serve as serve_cli
 from stepjudge.engines.base import Completion, Engine, GenerationResult, Prompt, SamplingParams
 from stepjudge.engines.factory import EngineConfig
-from stepjudge.engines.hf import HFEngine
 from stepjudge.errors import StepJudgeError
 from stepjudge.serve import BatchWorker, create_app, serve, serve_in_thread
 
@@ -23,11 +22,6 @@ MODEL = "tiny-judge"
 PROMPT = "The answer is"
 MESSAGES = [{"role": "user", "content": "Is 2 + 2 = 4?"}]
 SECRET = "sk-serve-test-secret"
-
-
-@pytest.fixture(scope="module")
-def engine() -> HFEngine:
-    return HFEngine("tiny-random")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import openai
 import pytest
 import torch
 
-from stepjudge.engines.hf import HFEngine
 from stepjudge.serve import create_app, serve_in_thread
 from stepjudge.serve.stream import text_pieces
 
@@ -19,11 +18,6 @@ MODEL = "tiny-judge"
 KEY = "sk-stream-test"
 PROMPT = "The answer is"
 MESSAGES = [{"role": "user", "content": "Is 2 + 2 = 4?"}]
-
-
-@pytest.fixture(scope="module")
-def engine() -> HFEngine:
-    return HFEngine("tiny-random")
 
 
 @pytest.fixture(scope="module")
