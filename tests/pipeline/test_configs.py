@@ -33,17 +33,18 @@ def test_quickstart_wires_every_stage_to_the_previous_ones():
     assert (ann.arith.n, ann.samples_per_problem, ann.rollouts) == (48, 4, 4)
     data = _judge_data_cfg(cfg, out)
     assert data.annotations == str(out / "annotate" / "annotations.jsonl") and data.format == "generative"
-    assert data.heldout_problems == 14
+    assert data.heldout_problems == 14 and data.answer_rows  # answer segments are judge rows too
     warm = _judge_warmup_cfg(cfg, out)
-    assert (warm.warmup.variant, warm.warmup.prompt) == ("reference", "compact") and warm.model == "smollm2-135m"
-    assert (warm.max_steps, warm.per_device_batch_size, warm.gradient_accumulation_steps) == (40, 8, 1)
-    assert warm.learning_rate == 5e-5 and warm.train_data == str(out / "judge_data" / "train.jsonl")
+    assert (warm.warmup.variant, warm.warmup.prompt) == ("reference", "terse") and warm.model == "smollm2-135m"
+    assert (warm.max_steps, warm.per_device_batch_size, warm.gradient_accumulation_steps) == (60, 8, 1)
+    assert warm.learning_rate == 2e-4 and warm.train_data == str(out / "judge_data" / "train.jsonl")
     assert warm.out == str(out / "judge_warmup") and warm.heldout_data == str(out / "judge_data" / "heldout.jsonl")
     judge = _judge_cfg(cfg, out)
     assert judge.model == str(out / "judge_warmup" / "final") and judge.prompt_from_warmup == warm.warmup
     assert judge.train_data == str(out / "judge_data" / "train.jsonl")
     assert judge.heldout_data == str(out / "judge_data" / "heldout.jsonl")
     assert judge.response_prefix == "" and judge.stratify_batches and judge.dynamic_sampling.mode == "drop"
+    assert judge.engine_rollouts and judge.max_steps == 2
     assert judge.num_generations == 8 and judge.heldout_max_tokens == warm.sample_max_tokens == 64
     before, after = _processbench_cfgs(cfg, out)
     assert before.judge == "smollm2-135m" and after.judge == str(out / "judge" / "final")
@@ -57,6 +58,7 @@ def test_quickstart_wires_every_stage_to_the_previous_ones():
         assert stage.arith.seed == 1  # new problems, not the annotated ones
     assert _chunk_reset_cfg(cfg, out).out == str(out / "chunk_reset")
     assert _chunk_reset_cfg(cfg, out).reset and _chunk_reset_cfg(cfg, out).max_tries == 5
+    assert _chunk_reset_cfg(cfg, out).judge_answer  # rejected answer segments are re-sampled
 
 
 def test_solve_stage_defaults_to_unseen_problems_of_the_annotated_kind(tmp_path):
