@@ -208,7 +208,7 @@ def evaluate_heldout(cfg: JudgeRLConfig, model: str) -> dict:
     try:
         result = evaluate_judge_rows(engine, rows, max_tokens=cfg.heldout_max_tokens, seed=cfg.seed,
                                      response_prefix=cfg.response_prefix,
-                                     probabilities=bool(cfg.response_prefix))
+                                     probabilities=True)  # reasoned P(Positive) without a prefix
         if cfg.response_prefix:
             train_rows = with_warmup_prompts(load_judge_records(cfg.train_data), cfg.prompt_from_warmup)
             result["calibrated"] = calibrated_metrics(engine, train_rows,

@@ -79,7 +79,9 @@ def score_heldout(cfg: JudgeWarmupConfig, model: str) -> dict:
     rows = with_warmup_prompts(_read(cfg.heldout_data), cfg.warmup)
     engine = HFEngine(model, device="cpu" if cfg.use_cpu else "cuda")
     try:
-        result = evaluate_judge_rows(engine, rows, max_tokens=cfg.sample_max_tokens, seed=cfg.seed)
+        # probabilities: P(Positive) at the verdict token after the greedy check, for the AUROC column
+        result = evaluate_judge_rows(engine, rows, max_tokens=cfg.sample_max_tokens, seed=cfg.seed,
+                                     probabilities=True)
     finally:
         engine.close()
     return {**result, "model": model}

@@ -141,7 +141,12 @@ def test_warmup_stage_runs_feeds_rl_and_every_later_stage_and_is_reported(tmp_pa
             "(12 SFT rows, 6 Positive / 6 Negative), after RL") in md
     assert "| metric | untrained | after warm-up | after RL |" in md  # the RL start = the warm-up's end
     assert "| held-out chunks (Positive / Negative) | 4 (2 / 2) | 4 (2 / 2) | 4 (2 / 2) |" in md
-    assert "AUROC" not in md and "cut fitted" not in md  # a CoT judge has neither: rows left out
+    # a CoT judge's P(Positive) is read after its own check: an AUROC row for all three judges, exactly
+    # the held-out scores' values; no train-fitted cut (that needs a pre-filled verdict)
+    aurocs = [w_before["auroc"], w_after["auroc"], after["auroc"]]
+    assert all(a is not None for a in aurocs)
+    assert "| AUROC of P(Positive) | " + " | ".join(f"{a:.3f}" for a in aurocs) + " |" in md
+    assert "cut fitted" not in md
     assert "](judge_warmup/curves.png)" in md and "](judge/curves.png)" in md
 
     stamp = (warm_final / "model.safetensors").stat().st_mtime_ns
