@@ -158,6 +158,14 @@ def _score_disc(model: str, data: dict[str, Path], seed: int) -> tuple[dict, lis
     return result, result["predictions"]
 
 
+def _on_heldout_rows(heldout: list[dict], preds: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The PRM's per-chunk predictions paired with the generative held-out rows of the same chunks, in
+    held-out order (rows it did not judge, e.g. answer segments, are left out)."""
+    by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
+    keyed = [(r, by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"]))) for r in heldout]
+    return [r for r, p in keyed if p is not None], [p for _, p in keyed if p is not None]
+
+
 def _warmup_cfg(form: str, cot_variant: str) -> dict[str, Any]:
     return {"variant": cot_variant if form == "cot" else "verdict", "prompt": "compact"}
 
@@ -213,10 +221,7 @@ def run_arm(arm: str, cfg: ExperimentConfig, data: dict[str, Path], seed: int, o
                             "train_data": str(data["disc"] / "train.jsonl")})
         model = str(final)
         result, preds = _score_disc(model, data, seed)
-        by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
-        keyed = [by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"])) for r in heldout]
-        rows_for_truth = [r for r, p in zip(heldout, keyed, strict=True) if p is not None]
-        preds = [p for p in keyed if p is not None]
+        rows_for_truth, preds = _on_heldout_rows(heldout, preds)
     else:
         rows = with_warmup_prompts(heldout, warm)
         result = _score(model, rows, verdict_only=form == "verdict", max_tokens=cfg.eval_max_tokens, seed=seed)
@@ -254,10 +259,7 @@ def backfill_auroc(metrics: dict, arm: str, out: Path, heldout: list[dict], warm
 
     if arm == "disc-prm":
         result, preds = _score_disc(model, data, seed)
-        by_key = {(p["problem_id"], p["sample_index"], p["chunk_index"]): p for p in preds}
-        keyed = [by_key.get((r["problem_id"], r["sample_index"], r["chunk_index"])) for r in heldout]
-        rows = [r for r, p in zip(heldout, keyed, strict=True) if p is not None]
-        preds = [p for p in keyed if p is not None]
+        rows, preds = _on_heldout_rows(heldout, preds)
         mc_auroc = result["auroc"]
     else:
         preds = json.loads((out / "predictions.json").read_text())

@@ -130,22 +130,15 @@ def _discriminative(engine: Engine, rows: Sequence[Mapping], params: SamplingPar
 
 def _prm_probabilities(engine: Engine, preds: list[dict]) -> list[float]:
     """P("+") / (P("+") + P("-")) at the PRM's answer token, read from one prefill per chunk."""
-    import math
-
-    from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, _first_new_token
+    from stepjudge.judge.scoring import TOKEN_PROB_NEEDS, _first_new_token, two_way_probabilities
 
     engine.require(*TOKEN_PROB_NEEDS, needed_for="a PRM's P(+)")
     prompts = [p["prompt"] for p in preds]
     if not prompts:
         return []
     context = engine.render(prompts[0])
-    ids = [_first_new_token(engine.tokenizer, context, sign) for sign in ("+", "-")]
-    out = []
-    for lp_pos, lp_neg in engine.next_token_logprobs(prompts, ids):
-        m = max(lp_pos, lp_neg)
-        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
-        out.append(a / (a + b))
-    return out
+    plus, minus = (_first_new_token(engine.tokenizer, context, sign) for sign in ("+", "-"))
+    return two_way_probabilities(engine, prompts, plus, minus)
 
 
 def evaluate_judge_rows(engine: Engine, rows: Sequence[Mapping], *,

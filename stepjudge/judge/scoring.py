@@ -24,6 +24,7 @@ from typing import Any
 from stepjudge.engines.base import Capability, Engine, Prompt
 
 __all__ = ["prefill_answer", "verdict_token_ids", "positive_probabilities", "reasoned_positive_probabilities",
+           "two_way_probabilities",
            "calibrate_threshold", "TOKEN_PROB_NEEDS"]
 
 # What reading P(Positive) from the verdict token asks of an engine.
@@ -69,11 +70,16 @@ def positive_probabilities(engine: Engine, prompts: Sequence[Prompt],
     engine.require(*TOKEN_PROB_NEEDS, needed_for="P(Positive) from the verdict token; use the hf engine or "
                                                  "score with sampled votes")
     pos, neg = verdict_token_ids(engine.tokenizer, response_prefix)
-    texts = prefill_answer(engine, prompts, response_prefix)
+    return two_way_probabilities(engine, prefill_answer(engine, prompts, response_prefix), pos, neg)
+
+
+def two_way_probabilities(engine: Engine, prompts: Sequence[Prompt], yes_id: int, no_id: int) -> list[float]:
+    """p(yes) / (p(yes) + p(no)) of the next token after each prompt: one batched prefill. Mass on
+    other tokens is dropped, since it says nothing about which of the two answers the model prefers."""
     out = []
-    for lp_pos, lp_neg in engine.next_token_logprobs(texts, [pos, neg]):
-        m = max(lp_pos, lp_neg)
-        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
+    for lp_yes, lp_no in engine.next_token_logprobs(prompts, [yes_id, no_id]):
+        m = max(lp_yes, lp_no)
+        a, b = math.exp(lp_yes - m), math.exp(lp_no - m)
         out.append(a / (a + b))
     return out
 
@@ -101,12 +107,7 @@ def reasoned_positive_probabilities(engine: Engine, prompts: Sequence[Prompt], *
     reasonings = [r.completions[0].text for r in results]
     tokens = [r.completions[0].num_tokens for r in results]
     texts = [t + text + verdict_prefix for t, text in zip(rendered, reasonings, strict=True)]
-    out = []
-    for lp_pos, lp_neg in engine.next_token_logprobs(texts, [pos, neg]):
-        m = max(lp_pos, lp_neg)
-        a, b = math.exp(lp_pos - m), math.exp(lp_neg - m)
-        out.append(a / (a + b))
-    return out, reasonings, tokens
+    return two_way_probabilities(engine, texts, pos, neg), reasonings, tokens
 
 
 def calibrate_threshold(probs: Sequence[float], positive: Sequence[bool]) -> float:
