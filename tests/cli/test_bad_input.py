@@ -27,6 +27,12 @@ LABELS = {"abs-q": [1, 1, 0], "rel-ratio": [1, 0, 0], "rel-effective": [1, 1, 0]
 ANNOTATED = {"problem_id": "p0", "problem": "Start with 0.", "sample_index": 0, "status": "annotated",
              "chunks": ["a", "b", "c"], "labels": LABELS}
 PROBLEM_JSON = json.dumps({"id": "p", "problem": "1 + 1?", "answer": "2", "source": "x", "meta": {}})
+JUDGE_ROW = {"prompt": [{"role": "user", "content": "Is 1 + 1 = 2?"}], "label": "Positive"}
+DISC_ROW = {"messages": [{"role": "user", "content": "1 + 1 = 2"}, {"role": "assistant", "content": "+"}]}
+SEGMENT_ROW = {"prompt": [{"role": "user", "content": "1 + 1?"}],
+               "completion": [{"role": "assistant", "content": "<chunk>2</chunk> \\boxed{2}"}]}
+CRITIC_ROW = {"prompt": [{"role": "user", "content": "Critique: 1 + 1 = 2"}], "truth": True, "response": "2",
+              "problem_json": PROBLEM_JSON}
 
 # Files a verb writes; the run folder of every case starts with all of them holding a good result.
 SENTINELS = ("summary.json", "report.md", "solutions.jsonl", "baseline_solutions.jsonl", "train.jsonl",
@@ -47,6 +53,7 @@ class Verb:
     run_json: bool = False          # keeps a run.json (corrupt run.json case)
     in_folder: str | None = None    # the input file lives in a folder given on the command line
     config_flag: bool = True
+    extra_files: dict[str, dict] = dc_field(default_factory=dict)  # other good input files beside it
 
 
 def _problems(verb: str, *extra: str) -> Callable[[str, str], list[str]]:
@@ -83,6 +90,35 @@ VERBS = [
          {"id": "a", "problem": {"id": "a"}, "rounds": [], "truth": True},
          ({"problem": {"id": "a"}, "rounds": []}, "id"), ({"id": "a", "problem": {"id": "a"}, "rounds": 5}, "rounds"),
          "rounds", run_json=True, in_folder="refine.jsonl"),
+    Verb("train judge", lambda f, o: ["train", "judge", "--model", "tiny-random", "--train-data", f, "--out", o],
+         JUDGE_ROW, ({"label": "Positive"}, "prompt"), ({**JUDGE_ROW, "label": 5}, "label"), "seed"),
+    Verb("train judge-warmup", lambda f, o: ["train", "judge-warmup", "--model", "tiny-random", "--train-data", f,
+                                             "--out", o],
+         JUDGE_ROW, ({"prompt": JUDGE_ROW["prompt"]}, "label"), ({**JUDGE_ROW, "prompt": "hi"}, "prompt"), "seed"),
+    Verb("train judge-warmup --heldout-data", lambda f, o: [
+        "train", "judge-warmup", "--model", "tiny-random", "--train-data", str(Path(f).parent / "train.jsonl"),
+        "--heldout-data", f, "--out", o],
+         JUDGE_ROW, ({"prompt": JUDGE_ROW["prompt"]}, "label"), ({**JUDGE_ROW, "prompt": "hi"}, "prompt"), "seed",
+         extra_files={"train.jsonl": JUDGE_ROW}),
+    Verb("train disc-sft", lambda f, o: ["train", "disc-sft", "--model", "tiny-random", "--train-data", f,
+                                         "--out", o],
+         DISC_ROW, ({"foo": 1}, "messages"), ({"messages": "+"}, "messages"), "seed"),
+    Verb("train segment", lambda f, o: ["train", "segment", "--model", "tiny-random", "--data", f, "--out", o],
+         SEGMENT_ROW, ({"prompt": SEGMENT_ROW["prompt"]}, "completion"),
+         ({**SEGMENT_ROW, "completion": "x"}, "completion"), "seed"),
+    Verb("train segment-data", lambda f, o: ["train", "segment-data", "--solutions", f, "--segmenter",
+                                             "tiny-random", "--out", str(Path(o) / "sft.jsonl")],
+         {"problem": "1 + 1?", "solution": "2"}, ({"problem": "1 + 1?"}, "solution"),
+         ({"problem": "1 + 1?", "solution": 2}, "solution"), "tries"),
+    Verb("train critic", lambda f, o: ["train", "critic", "--model", "tiny-random", "--actor.model", "tiny-random",
+                                       "--train-data", f, "--out", o],
+         CRITIC_ROW, ({k: v for k, v in CRITIC_ROW.items() if k != "truth"}, "truth"),
+         ({**CRITIC_ROW, "response": 3}, "response"), "seed"),
+    Verb("train laser", lambda f, o: ["train", "laser", "--model", "tiny-random", "--train-data", f, "--out", o],
+         ARITH_OK, ({"foo": 1}, "problem"), ({"problem": 5, "answer": "2"}, "problem"), "seed"),
+    Verb("select train", lambda f, o: ["select", "train", "--model", "tiny-random", "--data", f, "--out", o],
+         {"prompt": "1 + 1?", "completion": "2"}, ({"prompt": "1 + 1?"}, "completion"),
+         ({"prompt": "1 + 1?", "completion": 2}, "completion"), "seed"),
 ]
 
 
@@ -155,6 +191,8 @@ def _prepare(case: Case, tmp: Path) -> tuple[list[str], Path, Path]:
         data = folder / case.verb.in_folder
     else:
         data = folder / "input.jsonl"
+    for name, rec in case.verb.extra_files.items():
+        (folder / name).write_text(json.dumps(rec) + "\n")
     if case.input_is_dir:
         data.mkdir()
     elif case.content is not None:
@@ -191,9 +229,12 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(case: Case, tmp_path, 
 
 
 def test_corpus_covers_every_verb_and_kind():
-    """The corpus is what the report counts: 9 verbs, every kind of bad input for each."""
-    assert len({c.verb.name for c in CASES}) == 9
-    assert len(CASES) == 129
+    """The corpus is what the report counts: 18 verb forms (9 run verbs, 9 training ones), every kind of bad
+    input for each."""
+    assert len({c.verb.name for c in CASES}) == 18
+    assert {c.verb.name for c in CASES if c.verb.name.startswith("train ")} >= {
+        "train judge", "train judge-warmup", "train disc-sft", "train segment", "train critic", "train laser"}
+    assert len(CASES) == 255
     kinds = {c.kind for c in CASES}
     assert {"empty file", "malformed line", "missing field", "wrong type", "not UTF-8", "nonexistent path",
             "unknown YAML key", "wrong-typed YAML value", "a folder as --config", "corrupt run.json"} <= kinds
