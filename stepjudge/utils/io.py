@@ -5,17 +5,22 @@ umask gives a new file; append-only JSONL logs are flushed and fsynced per write
 left by a crash is cut off on resume (:func:`repair_jsonl_tail`, with a warning) instead of corrupting
 the file. Every input error is a :class:`~stepjudge.errors.DataError` naming the file, the line and the
 field: a missing file, a folder, bytes that are not UTF-8, a malformed line, an empty file where records
-are needed. A run folder is held by one process at a time (:class:`RunFolderLock`).
+are needed. A run folder is held by one process at a time (:class:`RunFolderLock`). A folder such as a
+trained ``final/`` is replaced by swapping a finished sibling in (:func:`replace_dir`), never deleted first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import gzip
 import json
 import logging
 import os
+import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,7 +31,8 @@ from stepjudge.errors import DataError, RunFolderError
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_write_text", "atomic_write_json", "iter_jsonl", "read_jsonl", "read_json",
-           "write_jsonl_atomic", "repair_jsonl_tail", "JsonlAppender", "RunFolderLock", "current_umask"]
+           "write_jsonl_atomic", "repair_jsonl_tail", "JsonlAppender", "RunFolderLock", "current_umask",
+           "exchange_paths", "replace_dir", "recover_replaced_dir"]
 
 
 def current_umask() -> int:
@@ -63,6 +69,69 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): every reader sees
+    either the old or the new entry under each name, never none. False where the kernel, the C
+    library or the file system cannot (then nothing was changed); any other failure is an OSError."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _displaced(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.old")
+
+
+def recover_replaced_dir(dest: str | os.PathLike) -> None:
+    """Finish a :func:`replace_dir` that a crash interrupted on a system without an atomic swap: the
+    old folder left aside is put back if ``dest`` is missing, and removed if ``dest`` is in place."""
+    dest = Path(dest)
+    old = _displaced(dest)
+    if not old.is_dir():
+        return
+    if dest.exists():
+        shutil.rmtree(old)
+    else:
+        log.warning("%s was missing after an interrupted replace: restoring the previous one from %s", dest, old)
+        os.replace(old, dest)
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Publish the finished folder ``new`` as ``dest`` (a sibling) so that ``dest`` is never missing.
+
+    With an atomic swap (Linux) ``new`` and ``dest`` trade places in one step and the old folder, now
+    at ``new``, is deleted. Elsewhere the old folder is first renamed aside to ``.NAME.old`` and
+    deleted only once ``new`` is in place: a crash between the two renames leaves the old model there,
+    and :func:`recover_replaced_dir` (run here first, and by the next training run) puts it back.
+    """
+    new, dest = Path(new), Path(dest)
+    recover_replaced_dir(dest)
+    if not dest.exists():
+        os.replace(new, dest)
+    elif exchange_paths(new, dest):
+        shutil.rmtree(new)  # the old folder, swapped out
+    else:
+        old = _displaced(dest)
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old)
 
 
 def _check_readable(path: Path, what: str) -> None:

@@ -2,7 +2,8 @@
 
 Every process calls :func:`train_to_final` (ZeRO-3/FSDP need all ranks to gather the shards when
 saving); rank 0 alone writes files. ``final/`` is written beside its destination and then swapped
-in, so a crash never leaves a half model where a later stage would load it.
+in (:func:`stepjudge.utils.io.replace_dir`), so a crash never leaves a half model where a later stage
+would load it, and a reader never finds no ``final/`` while a re-run replaces it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def train_to_final(trainer: Any, out: str | os.PathLike, what: str, *,
     before saving (e.g. restore a chat template); ``on_main(final)`` runs on rank 0 after
     ``final/`` is in place (held-out scoring, a report) while the other ranks wait.
     """
-    from stepjudge.utils.io import atomic_write_json
+    from stepjudge.utils.io import atomic_write_json, recover_replaced_dir, replace_dir
 
     out = Path(out)
     resume = find_last_checkpoint(out)
@@ -67,6 +68,7 @@ def train_to_final(trainer: Any, out: str | os.PathLike, what: str, *,
     final, tmp = out / "final", out / ".final.tmp"
     main = trainer.is_world_process_zero()
     if main:
+        recover_replaced_dir(final)
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     if before_save is not None:
@@ -75,8 +77,7 @@ def train_to_final(trainer: Any, out: str | os.PathLike, what: str, *,
     trainer.save_model(str(tmp))  # model (safetensors) + tokenizer
     trainer.accelerator.wait_for_everyone()
     if main:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)  # the previous final/ stays until the new one is in place
         atomic_write_json(out / "train_log.json", trainer.state.log_history)
         plot_curves(trainer.state.log_history, out / "curves.png", panels)
         if on_main is not None:
