@@ -84,7 +84,12 @@ def add_verbs(subparsers: Any, verbs: Sequence[Command | CommandGroup]) -> None:
 
 
 def print_trained(final: Path, *extra: str) -> int:
-    """What every training command prints: the model, its log and any extra outputs beside it."""
+    """What every training command prints: the model, its log and any extra outputs beside it (rank 0
+    only under a multi-process launch, so the closing summary shows once)."""
+    from stepjudge.train.core.finalize import is_main_process
+
+    if not is_main_process():
+        return 0
     lines = [f"model: {final}", f"training log: {final.parent / 'train_log.json'}",
              f"curves: {final.parent / 'curves.png'}"]
     lines += [f"{name}: {final.parent / name}" for name in extra]

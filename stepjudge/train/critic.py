@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from stepjudge.data.records import check_chat_messages
 from stepjudge.engines.factory import EngineConfig
 from stepjudge.errors import DataError
-from stepjudge.train.core import RLRunConfig, build_rl_trainer, read_rows, train_to_final
+from stepjudge.train.core import RLRunConfig, build_rl_trainer, is_main_process, read_rows, train_to_final
 from stepjudge.train.critique_rl import Stage2Reward
 from stepjudge.train.report import Panels
 from stepjudge.train.rewards import resolve_rewards
@@ -199,5 +199,6 @@ def train_critic(config: CriticRLConfig | dict) -> dict[str, str]:
         history = json.loads((Path(final).parent / "train_log.json").read_text())
         summary[stage] = {"final": final, "steps": max((e.get("step", 0) for e in history), default=0),
                           **{k: _last(history, f"critique/{k}") for k in ("acc_dis", "acc_refine", "i2c", "c2i")}}
-    atomic_write_json(out / "summary.json", summary)
+    if is_main_process():
+        atomic_write_json(out / "summary.json", summary)
     return finals

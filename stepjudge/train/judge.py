@@ -228,7 +228,7 @@ def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewar
     import json
     import time
 
-    from stepjudge.train.core import train_to_final
+    from stepjudge.train.core import is_main_process, train_to_final
     from stepjudge.utils.io import atomic_write_json, atomic_write_text
 
     cfg = config if isinstance(config, JudgeRLConfig) else JudgeRLConfig(**config)
@@ -243,8 +243,9 @@ def train_judge(config: JudgeRLConfig | dict, extra_reward_funcs: Sequence[Rewar
             from stepjudge.models.registry import resolve_model
 
             before = evaluate_heldout(cfg, str(resolve_model(cfg.model)))
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(before_path, before)
+            if is_main_process():  # every rank scores (same pace into training); rank 0 writes
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(before_path, before)
     trainer = make_trainer(cfg, extra_reward_funcs)
 
     def held_out_and_report(final: Path) -> None:  # rank 0, once final/ is in place

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import Field
 
 from stepjudge.judge.warmup import WarmupConfig, build_warmup_rows, warmup_prompt, with_warmup_prompts
-from stepjudge.train.core import SFTRunConfig, build_sft_trainer, train_to_final
+from stepjudge.train.core import SFTRunConfig, build_sft_trainer, is_main_process, train_to_final
 from stepjudge.train.report import SFT_PANELS
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,14 @@ def train_judge_warmup(config: JudgeWarmupConfig | dict) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     built = build_rows(cfg)  # fails on bad data or a held-out leak before any training
-    atomic_write_json(out / "warmup_stats.json", built["stats"])
+    main = is_main_process()  # rank 0 writes; every rank does the same work, so all reach training together
+    if main:
+        atomic_write_json(out / "warmup_stats.json", built["stats"])
     before_path = out / "eval_before.json"
     if cfg.heldout_data and cfg.score_heldout and not before_path.exists():
-        atomic_write_json(before_path, score_heldout(cfg, str(resolve_model(cfg.model))))
+        before = score_heldout(cfg, str(resolve_model(cfg.model)))
+        if main:
+            atomic_write_json(before_path, before)
     sft_rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in built["rows"]]
     trainer = build_sft_trainer(cfg, sft_rows, completion_only_loss=True)  # loss on the judge's answer only
 

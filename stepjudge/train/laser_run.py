@@ -18,7 +18,7 @@ from pydantic import Field
 
 from stepjudge.policy.self_reward import SolverStyle, self_reward_logprobs, solver_messages, z_c_token_id
 from stepjudge.tasks.arith import ArithConfig
-from stepjudge.train.core import RLRunConfig
+from stepjudge.train.core import RLRunConfig, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,10 @@ def resolve_c_ref(cfg: LaserConfig) -> float:
         if isinstance(mean, bool) or not isinstance(mean, (int, float)):
             raise DataError(f"expected a number, got {mean!r:.40}", path=str(path), field="mean")
         return float(mean)
-    measured = calibrate_c_ref(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, measured)
+    measured = calibrate_c_ref(cfg)  # seeded: every rank measures the same value; rank 0 writes it
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, measured)
     log.info("c_ref measured: %.3f +- %.3f over %d pairs", measured["mean"], measured["sd"], measured["n"])
     return float(measured["mean"])
 

@@ -14,7 +14,7 @@ from stepjudge.train.core.config import (
     no_cuda,
     resolve_bf16,
 )
-from stepjudge.train.core.finalize import find_last_checkpoint, train_to_final
+from stepjudge.train.core.finalize import find_last_checkpoint, is_main_process, train_to_final
 from stepjudge.train.core.rl import (
     PrepareRows,
     build_rl_trainer,
@@ -33,6 +33,6 @@ from stepjudge.train.core.trl_args import (
 )
 
 __all__ = ["PrepareRows", "RLRunConfig", "RunConfig", "SFTRunConfig", "batch_plan", "build_rl_trainer",
-           "build_sft_trainer", "checkpointing_arg", "drop_long_prompts", "find_last_checkpoint", "no_cuda",
+           "build_sft_trainer", "checkpointing_arg", "drop_long_prompts", "find_last_checkpoint", "is_main_process", "no_cuda",
            "passes_for", "read_prompt_completion_rows", "read_rows", "resolve_bf16", "rl_training_args", "rl_trl_kwargs", "rows_to_dataset",
            "sft_training_args", "train_to_final", "trl_field_names"]

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,26 @@ from stepjudge.train.report import RL_PANELS, Panels, plot_curves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["find_last_checkpoint", "train_to_final"]
+__all__ = ["find_last_checkpoint", "is_main_process", "train_to_final"]
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Where launchers put the global rank: torchrun / accelerate launch / deepspeed, then the MPI flavours.
+_RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is global rank 0 (or the only one), as its launcher says in the environment.
+
+    Files a training run writes outside the trainer (held-out scores before training, stats, a
+    stage summary) are written by this process alone; reading the launcher's variable needs no
+    process group, so it also holds before a trainer exists and after it is gone.
+    """
+    env = os.environ if environ is None else environ
+    for name in _RANK_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return int(value) == 0
+    return True
 
 
 def find_last_checkpoint(out: str | os.PathLike) -> Path | None:
