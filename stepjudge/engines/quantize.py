@@ -4,8 +4,9 @@ Why PyTorch's dynamic quantization (``torch.ao.quantization.quantize_dynamic`` o
 qint8 weights, activations quantized per call): it is the one maintained int8 path installed here
 (torchao, its successor, is not in the lock set), it runs on any x86 CPU through fbgemm/oneDNN, and
 batch-1 decode of a 135M model is bound by reading the weights, which int8 cuts by 4x. The other
-candidate measured, weight-only int8 with ``torch._weight_int8pack_mm`` (what torchao calls on CPU), was
-~40x slower than fp32 at 64 rows on a 576x1536 layer (its CPU kernel is not a GEMM), so it is not offered.
+candidate measured, weight-only int8 with ``torch._weight_int8pack_mm`` (what torchao calls on CPU), took
+~108 ms against fp32's 2.5 ms at 64 rows on a 576x1536 layer (one noisy run; its CPU kernel is not a
+GEMM), so it is not offered.
 See ``docs/performance.md`` for the measurements and the quality cost, which is not small on SmolLM2-135M.
 
 Tied heads: SmolLM2 ties ``lm_head`` to the input embeddings. Quantizing replaces ``lm_head`` by an int8
