@@ -6,9 +6,16 @@ Prints, for the embedded model on this machine:
     ``num_return_sequences``), as ratios to ``n`` separate copies;
   * the fraction of the machine's fp32 FLOP roofline reached (achieved FLOP/s over the peak of a
     large matmul measured here), so the gap to the limit stays visible;
+  * fp32 vs int8 (``quantize="int8"``) engine vs plain batched fp32 ``generate`` on the same prompts and
+    sampling at batch 1 and 64 (``--decode-batches``), as ratios;
   * the 1-minute load average beside each figure (other processes on the cores distort timings).
 
+``--json F`` writes every row plus ``{"decode": {"b1": {"engine_fp32", "engine_int8", "generate_fp32"},
+"b64": {...}}, "load1": <1-minute load average at the start>}`` (tok/s), so figures can be compared
+across commits (only within one run are they comparable: absolute speed moves 2x between machines).
+
 usage: python benchmarks/engine_throughput.py [--threads 2] [--dtype float32] [--new-tokens 64] [--quick]
+       [--json out.json] [--decode-batches 1,64] [--skip-sections]
 """
 
 from __future__ import annotations
@@ -77,6 +84,34 @@ def engine_run(engine, prompts, new_tokens: int, n: int = 1) -> tuple[int, float
     return sum(c.num_tokens for r in res for c in r.completions), time.perf_counter() - t
 
 
+def decode_comparison(model, tok, engine, args, batch_sizes: list[int], report) -> dict:
+    """fp32 engine, int8 engine and plain batched fp32 ``generate`` on the same distinct prompts, same
+    sampling (T=1, every row runs ``new_tokens``): tok/s per batch size, keyed ``b<size>``."""
+    from stepjudge.engines.hf import HFEngine
+
+    if args.dtype != "float32":
+        print("\n[3] skipped: the int8 engine starts from float32 weights")
+        return {}
+    int8 = HFEngine(model, tok, max_batch_rows=max(64, *batch_sizes), prefix_cache_tokens=0, quantize="int8")
+    prompts = make_prompts(tok, max(batch_sizes), args.prompt_tokens, seed=2)
+    engine_run(int8, prompts[:2], 4)  # warm-up
+    print(f"\n[3] fp32 vs int8 engine vs plain fp32 generate, distinct prompts (~{args.prompt_tokens} tokens), "
+          f"{args.new_tokens} new tokens, sampling T=1")
+    out: dict = {}
+    for b in batch_sizes:
+        gen = report(f"plain generate fp32, batch {b}", *batched_generate(model, tok, prompts[:b], args.new_tokens),
+                     None)
+        fp32 = report(f"hf engine fp32, batch {b}", *engine_run(engine, prompts[:b], args.new_tokens), gen,
+                      "generate")
+        q = report(f"hf engine int8, batch {b}", *engine_run(int8, prompts[:b], args.new_tokens), gen, "generate")
+        print(f"  ratios at batch {b}: int8/fp32 engine {q / fp32:.2f}x, fp32 engine/generate {fp32 / gen:.2f}x, "
+              f"int8 engine/generate {q / gen:.2f}x")
+        out[f"b{b}"] = {"engine_fp32": fp32, "engine_int8": q, "generate_fp32": gen,
+                        "int8_over_fp32_engine": q / fp32, "engine_over_generate": fp32 / gen,
+                        "int8_engine_over_generate": q / gen, "load1": os.getloadavg()[0]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -89,6 +124,10 @@ def main() -> None:
     ap.add_argument("--rollout-tokens", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="smaller batches (smoke run)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--decode-batches", default="1,64",
+                    help="batch sizes of the fp32 / int8 / generate decode comparison (comma-separated)")
+    ap.add_argument("--skip-sections", action="store_true",
+                    help="run only the fp32 / int8 / generate decode comparison (sections [1] and [2] skipped)")
     args = ap.parse_args()
 
     external = os.getloadavg()[0]  # before we add our own threads to the machine
@@ -106,7 +145,7 @@ def main() -> None:
     print(f"machine load before the run: {external:.2f} (load1 below includes this benchmark's {args.threads} "
           "thread(s); figures taken with external load near or above the core count are unreliable)")
     results: dict = {"threads": args.threads, "dtype": args.dtype, "peak_gflops": peak, "load_before": external,
-                     "rows": []}
+                     "load1": external, "rows": []}
 
     def report(name: str, tokens: int, secs: float, base_tps: float | None, base_name: str = "") -> float:
         tps = tokens / secs
@@ -118,28 +157,32 @@ def main() -> None:
                                 "roofline_fraction": frac, "load1": os.getloadavg()[0]})
         return tps
 
-    batch_sizes = [1, 8, 16] if args.quick else [1, 8, 64]
-    prompts = make_prompts(tok, max(batch_sizes), args.prompt_tokens)
-    engine_run(engine, prompts[:2], 4)  # warm-up
-    print(f"\n[1] distinct prompts (~{args.prompt_tokens} tokens), {args.new_tokens} new tokens, sampling T=1")
-    n_seq = 4 if args.quick else 8
-    tok_, secs = sequential_generate(model, tok, prompts[:n_seq], args.new_tokens)
-    base = report(f"generate, one sequence at a time ({n_seq} seqs)", tok_, secs, None)
-    for b in batch_sizes:
-        report(f"hf engine, batch {b}", *engine_run(engine, prompts[:b], args.new_tokens), base, "sequential")
-    b = batch_sizes[-1]
-    report(f"plain generate, batch {b}", *batched_generate(model, tok, prompts[:b], args.new_tokens), base,
-           "sequential")
+    if not args.skip_sections:
+        batch_sizes = [1, 8, 16] if args.quick else [1, 8, 64]
+        prompts = make_prompts(tok, max(batch_sizes), args.prompt_tokens)
+        engine_run(engine, prompts[:2], 4)  # warm-up
+        print(f"\n[1] distinct prompts (~{args.prompt_tokens} tokens), {args.new_tokens} new tokens, sampling T=1")
+        n_seq = 4 if args.quick else 8
+        tok_, secs = sequential_generate(model, tok, prompts[:n_seq], args.new_tokens)
+        base = report(f"generate, one sequence at a time ({n_seq} seqs)", tok_, secs, None)
+        for b in batch_sizes:
+            report(f"hf engine, batch {b}", *engine_run(engine, prompts[:b], args.new_tokens), base, "sequential")
+        b = batch_sizes[-1]
+        report(f"plain generate, batch {b}", *batched_generate(model, tok, prompts[:b], args.new_tokens), base,
+               "sequential")
 
-    n = args.samples
-    long_prompt = make_prompts(tok, 1, args.long_prompt_tokens, seed=1)
-    print(f"\n[2] n={n} samples of one {args.long_prompt_tokens}-token prompt, {args.rollout_tokens} new tokens")
-    copies = report(f"hf engine, {n} separate copies (no sharing)",
-                    *engine_run(naive_engine, long_prompt, args.rollout_tokens, n=n), None)
-    report("plain generate, num_return_sequences", *batched_generate(model, tok, long_prompt,
-                                                                    args.rollout_tokens, n=n), copies, "copies")
-    report("hf engine, shared prefill + KV replicated", *engine_run(engine, long_prompt, args.rollout_tokens,
-                                                                     n=n), copies, "copies")
+        n = args.samples
+        long_prompt = make_prompts(tok, 1, args.long_prompt_tokens, seed=1)
+        print(f"\n[2] n={n} samples of one {args.long_prompt_tokens}-token prompt, {args.rollout_tokens} new tokens")
+        copies = report(f"hf engine, {n} separate copies (no sharing)",
+                        *engine_run(naive_engine, long_prompt, args.rollout_tokens, n=n), None)
+        report("plain generate, num_return_sequences", *batched_generate(model, tok, long_prompt,
+                                                                        args.rollout_tokens, n=n), copies, "copies")
+        report("hf engine, shared prefill + KV replicated", *engine_run(engine, long_prompt, args.rollout_tokens,
+                                                                         n=n), copies, "copies")
+
+    decode_batches = [int(x) for x in args.decode_batches.split(",") if x.strip()]
+    results["decode"] = decode_comparison(model, tok, engine, args, decode_batches, report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

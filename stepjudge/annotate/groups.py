@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from stepjudge.annotate.labels import all_labels
+from stepjudge.annotate.labels import Scheme, all_labels, prefixes_needing_rollouts
 from stepjudge.data.records import Problem
 from stepjudge.engines.base import Engine, SamplingParams
 from stepjudge.engines.factory import EngineConfig
@@ -19,8 +19,25 @@ from stepjudge.grading import Grader
 from stepjudge.tasks import get_task
 from stepjudge.tasks.config import ProblemSetConfig
 
-__all__ = ["RESUME_KEYS", "AnnotateConfig", "annotate_group", "annotation_key", "flatten", "group_seed",
+__all__ = ["RESUME_KEYS", "AdaptiveRollouts", "AnnotateConfig", "annotate_group", "annotation_key", "flatten", "group_seed",
            "load_annotation_problems"]
+
+
+class AdaptiveRollouts(BaseModel):
+    """Sequential stopping of the Monte-Carlo rollouts: each prefix draws its rollouts in rounds and stops
+    once the labels it decides under ``scheme`` cannot change whatever its remaining rollouts give
+    (:func:`stepjudge.annotate.labels.prefixes_needing_rollouts`). Those labels are then exactly the ones
+    some completion of the M rollouts gives; the other schemes' labels use the same, shorter Q̂ estimates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Scheme = Field("rel-effective", description="the label scheme whose labels decide when a prefix stops")
+    round: int = Field(2, ge=1, description="rollouts per still-undecided prefix per round")
+    first_round: int | None = Field(None, ge=1, description="rollouts of every prefix in the first round (None: "
+                                                             "round); = rollouts gives the fixed-M annotation")
+    stop_after_negative: bool = Field(False, description="skip a solution's chunks after its first chunk that is "
+                                                         "certainly Negative: they are cut from the record "
+                                                         "(for judge data that ends at the first error)")
 
 
 class AnnotateConfig(ProblemSetConfig):
@@ -37,6 +54,9 @@ class AnnotateConfig(ProblemSetConfig):
     rollouts: int = Field(16, ge=1, description="M continuations per chunk prefix (paper: 16)")
     rollout_temperature: float = Field(1.0, ge=0, description="sampling temperature of the rollouts (paper: 1.0)")
     rollout_max_tokens: int = Field(128, ge=1, description="tokens per rollout continuation")
+    adaptive: AdaptiveRollouts | None = Field(
+        None, description="None: all M rollouts for every prefix (the paper); set (YAML adaptive: {}, or any "
+                          "--adaptive.* flag) to stop a prefix's rollouts once its labels are certain")
     gamma: float = Field(0.7, description="Rel-Ratio threshold")
     alpha: float = Field(0.8, description="Rel-Effective weight")
     best_of_n: int = Field(4, ge=1, description="Rel-Effective's n (best-of-n policy)")
@@ -57,7 +77,7 @@ class AnnotateConfig(ProblemSetConfig):
 # Settings that change the records: resuming a folder with other values is refused.
 RESUME_KEYS = ("problems", "arith", "limit", "policy", "prompt_style", "samples_per_problem",
                 "sample_temperature", "sample_max_tokens", "prefilter", "rollouts", "rollout_temperature",
-                "rollout_max_tokens", "gamma", "alpha", "best_of_n", "group_size", "seed", "num_shards")
+                "rollout_max_tokens", "gamma", "alpha", "best_of_n", "group_size", "seed", "num_shards", "adaptive")
 
 
 def annotation_key(cfg: AnnotateConfig) -> str:
@@ -68,7 +88,9 @@ def annotation_key(cfg: AnnotateConfig) -> str:
     import json
 
     dumped = cfg.model_dump(mode="json")
-    blob = json.dumps({k: dumped[k] for k in RESUME_KEYS}, sort_keys=True)
+    # a fixed-M annotation keeps the key it had before adaptive rollouts existed
+    blob = json.dumps({k: dumped[k] for k in RESUME_KEYS if k != "adaptive" or dumped[k] is not None},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -129,30 +151,13 @@ def annotate_group(problems: Sequence[Problem], engine: Engine, grader: Grader, 
                 prompts.append(bases[pi] + prefix_text(parsed.chunks, i))
         out_problems.append(entry)
 
-    rollout_tokens = 0
-    if prompts:
-        results = engine.generate(prompts, SamplingParams(
-            n=cfg.rollouts, temperature=cfg.rollout_temperature, max_tokens=cfg.rollout_max_tokens,
-            stop=cfg.stop, seed=seed + 1))
-        rollout_tokens = sum(c.num_tokens for r in results for c in r.completions)
-        # Grade prefix + continuation: the answer is in the continuation, earlier chunks give context.
-        pairs = [(prompt[len(bases[pi]):] + c.text, problems[pi])
-                 for (pi, _, _), prompt, r in zip(jobs, prompts, results, strict=True) for c in r.completions]
-        rgrades = task.grade(grader, pairs)
-        successes: dict[tuple[int, int], list[int]] = {}
-        for j, (pi, si, _i) in enumerate(jobs):
-            wins = sum(x.correct for x in rgrades[j * cfg.rollouts:(j + 1) * cfg.rollouts])
-            successes.setdefault((pi, si), []).append(wins)
-        by_problem = {e["problem_id"]: e for e in out_problems}
-        for (pi, si), wins in successes.items():
-            sol = by_problem[problems[pi].id]["solutions"][si]
-            m = cfg.rollouts
-            sol["rollout_successes"] = wins  # [from the bare problem, after chunk 1, ..., after chunk H]
-            sol["q_init"] = wins[0] / m
-            sol["q"] = [w / m for w in wins[1:]]
-            sol["rollouts"] = m * len(wins)
-            sol["labels"] = all_labels(sol["q"], q_init=sol["q_init"], gamma=cfg.gamma, alpha=cfg.alpha,
-                                       n=cfg.best_of_n)
+    by_problem = {e["problem_id"]: e for e in out_problems}
+    if cfg.adaptive is None:
+        rollout_tokens, rollouts = _fixed_rollouts(jobs, prompts, bases, problems, by_problem, engine, grader,
+                                                   task, cfg, seed)
+    else:
+        rollout_tokens, rollouts = _adaptive_rollouts(jobs, prompts, bases, problems, by_problem, engine, grader,
+                                                      task, cfg, seed)
     for p, entry in zip(problems, out_problems, strict=True):  # exact truth, where the task knows it
         for sol in entry["solutions"]:
             if sol.get("status") == "annotated":
@@ -161,8 +166,106 @@ def annotate_group(problems: Sequence[Problem], engine: Engine, grader: Grader, 
                     sol["truth"] = {"first_error": truth.first_error, "reason": truth.reason}
     return {"group": group, "problems": out_problems,
             "stats": {"seconds": round(time.perf_counter() - t0, 3), "sample_tokens": sample_tokens,
-                      "rollout_tokens": rollout_tokens, "rollouts": len(prompts) * cfg.rollouts,
+                      "rollout_tokens": rollout_tokens, "rollouts": rollouts,
                       "rollout_prompts": len(prompts)}}
+
+
+def _fixed_rollouts(jobs, prompts, bases, problems, by_problem, engine, grader, task, cfg, seed) -> tuple[int, int]:
+    """All M rollouts of every prefix in one engine call (the paper's annotation); fills each solution's
+    Q̂ and labels; returns (rollout tokens, rollouts)."""
+    if not prompts:
+        return 0, 0
+    results = engine.generate(prompts, SamplingParams(
+        n=cfg.rollouts, temperature=cfg.rollout_temperature, max_tokens=cfg.rollout_max_tokens,
+        stop=cfg.stop, seed=seed + 1))
+    rollout_tokens = sum(c.num_tokens for r in results for c in r.completions)
+    # Grade prefix + continuation: the answer is in the continuation, earlier chunks give context.
+    pairs = [(prompt[len(bases[pi]):] + c.text, problems[pi])
+             for (pi, _, _), prompt, r in zip(jobs, prompts, results, strict=True) for c in r.completions]
+    rgrades = task.grade(grader, pairs)
+    successes: dict[tuple[int, int], list[int]] = {}
+    for j, (pi, si, _i) in enumerate(jobs):
+        wins = sum(x.correct for x in rgrades[j * cfg.rollouts:(j + 1) * cfg.rollouts])
+        successes.setdefault((pi, si), []).append(wins)
+    for (pi, si), wins in successes.items():
+        sol = by_problem[problems[pi].id]["solutions"][si]
+        m = cfg.rollouts
+        sol["rollout_successes"] = wins  # [from the bare problem, after chunk 1, ..., after chunk H]
+        sol["q_init"] = wins[0] / m
+        sol["q"] = [w / m for w in wins[1:]]
+        sol["rollouts"] = m * len(wins)
+        sol["labels"] = all_labels(sol["q"], q_init=sol["q_init"], gamma=cfg.gamma, alpha=cfg.alpha,
+                                   n=cfg.best_of_n)
+    return rollout_tokens, len(prompts) * cfg.rollouts
+
+
+def _adaptive_rollouts(jobs, prompts, bases, problems, by_problem, engine, grader, task, cfg,
+                       seed) -> tuple[int, int]:
+    """Rollouts in rounds (:class:`AdaptiveRollouts`): round r samples every still-open prefix with seed
+    ``seed + 1 + r`` (round 0 is the fixed annotation's call when ``first_round`` = M), then closes the
+    prefixes whose labels are decided; returns (rollout tokens, rollouts)."""
+    ad, m = cfg.adaptive, cfg.rollouts
+    wins, drawn, closed = [0] * len(jobs), [0] * len(jobs), [False] * len(jobs)
+    per_solution: dict[tuple[int, int], list[int]] = {}
+    for j, (pi, si, _i) in enumerate(jobs):
+        per_solution.setdefault((pi, si), []).append(j)
+    rollout_tokens = rollouts = 0
+    r = 0
+    while True:
+        live = [j for j in range(len(jobs)) if not closed[j]]
+        if not live:
+            break
+        assert len({drawn[j] for j in live}) == 1  # a prefix stays open only by taking every round
+        size = min((ad.first_round or ad.round) if r == 0 else ad.round, m - drawn[live[0]])
+        results = engine.generate([prompts[j] for j in live], SamplingParams(
+            n=size, temperature=cfg.rollout_temperature, max_tokens=cfg.rollout_max_tokens, stop=cfg.stop,
+            seed=seed + 1 + r))
+        rollout_tokens += sum(c.num_tokens for res in results for c in res.completions)
+        rollouts += size * len(live)
+        pairs = [(prompts[j][len(bases[jobs[j][0]]):] + c.text, problems[jobs[j][0]])
+                 for j, res in zip(live, results, strict=True) for c in res.completions]
+        rgrades = task.grade(grader, pairs)
+        for k, j in enumerate(live):
+            wins[j] += sum(x.correct for x in rgrades[k * size:(k + 1) * size])
+            drawn[j] += size
+        for idx in per_solution.values():
+            need = prefixes_needing_rollouts([wins[j] for j in idx], [drawn[j] for j in idx], m,
+                                             closed=[closed[j] for j in idx], scheme=ad.scheme, gamma=cfg.gamma,
+                                             alpha=cfg.alpha, n=cfg.best_of_n,
+                                             stop_after_negative=ad.stop_after_negative)
+            for j, nd in zip(idx, need, strict=True):
+                closed[j] = closed[j] or not nd
+        r += 1
+    for (pi, si), idx in per_solution.items():
+        sol = by_problem[problems[pi].id]["solutions"][si]
+        w, d = [wins[j] for j in idx], [drawn[j] for j in idx]
+        if ad.stop_after_negative:
+            keep = _labelled_prefixes(w, d, cfg)
+            if keep < len(idx):  # chunks after the first certain Negative: no labels, cut from the record
+                sol["chunks_cut"] = sol["chunks"][keep - 1:]
+                sol["chunks"], sol["answer_text"] = sol["chunks"][:keep - 1], None
+                w, d = w[:keep], d[:keep]
+        sol["rollout_successes"] = w  # [from the bare problem, after chunk 1, ..., after chunk H]
+        sol["rollouts_used"] = d
+        sol["q_init"] = w[0] / d[0]
+        sol["q"] = [a / b for a, b in zip(w[1:], d[1:], strict=True)]
+        sol["rollouts"] = sum(d)
+        sol["labels"] = all_labels(sol["q"], q_init=sol["q_init"], gamma=cfg.gamma, alpha=cfg.alpha,
+                                   n=cfg.best_of_n)
+    return rollout_tokens, rollouts
+
+
+def _labelled_prefixes(wins: list[int], drawn: list[int], cfg: AnnotateConfig) -> int:
+    """Prefixes kept when the chunks after the first Negative one (under the stopping scheme) are cut:
+    the bare problem and the prefixes up to that chunk's. Its label and those before it were certain when
+    their prefixes stopped, so reading them from the final Q̂ finds the same chunk the stopping rule did."""
+    from stepjudge.annotate.labels import assign_labels, first_negative
+
+    q = [w / d for w, d in zip(wins, drawn, strict=True)]
+    labels = assign_labels(q[1:], q_init=q[0], scheme=cfg.adaptive.scheme, gamma=cfg.gamma, alpha=cfg.alpha,
+                           n=cfg.best_of_n)
+    first = first_negative(labels)
+    return len(wins) if first < 0 else first + 2
 
 
 def flatten(group_lines: Sequence[dict], cfg: AnnotateConfig) -> list[dict]:
@@ -171,7 +274,8 @@ def flatten(group_lines: Sequence[dict], cfg: AnnotateConfig) -> list[dict]:
             "sampling": {"temperature": cfg.sample_temperature, "max_tokens": cfg.sample_max_tokens,
                          "samples_per_problem": cfg.samples_per_problem},
             "rollout": {"m": cfg.rollouts, "temperature": cfg.rollout_temperature,
-                        "max_tokens": cfg.rollout_max_tokens, "adaptive": False},
+                        "max_tokens": cfg.rollout_max_tokens,
+                        "adaptive": False if cfg.adaptive is None else cfg.adaptive.model_dump(mode="json")},
             "label_params": {"gamma": cfg.gamma, "alpha": cfg.alpha, "n": cfg.best_of_n}}
     records = []
     for line in sorted(group_lines, key=lambda g: g["group"]):

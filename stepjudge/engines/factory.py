@@ -23,6 +23,10 @@ class EngineConfig(BaseModel):
     num_threads: int | None = Field(None, description="torch threads; None = torch default")
     max_batch_rows: int = Field(64, ge=1, description="sequences decoded at once (prompts x n)")
     share_prefix: bool = Field(True, description="hf: reuse the KV cache of shared prompt prefixes")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="hf: int8 swaps every Linear for PyTorch's dynamic int8 one after loading (CPU only; "
+                            "for sampling and scoring, never training; faster decode at a quality cost: "
+                            "see docs/performance.md)")
     allow_pickle: bool = Field(False, description="hf: also load a checkpoint whose weights are pickles (.bin, "
                                                   ".pt); loading one can run code, so only for trusted files")
     # openai
@@ -49,7 +53,8 @@ def make_engine(config: EngineConfig | dict) -> Engine:
 
         return HFEngine(config.model, dtype=config.dtype, device=config.device,
                         max_batch_rows=config.max_batch_rows, share_prefix=config.share_prefix,
-                        num_threads=config.num_threads, allow_pickle=config.allow_pickle)
+                        num_threads=config.num_threads, allow_pickle=config.allow_pickle,
+                        quantize=config.quantize)
     from stepjudge.engines.openai import OpenAIEngine
 
     return OpenAIEngine(config.base_url, config.model, api_key_env=config.api_key_env,

@@ -36,6 +36,7 @@ from stepjudge.engines.base import (
 )
 from stepjudge.engines.kv import GrowableCache
 from stepjudge.engines.prefix_cache import PrefixCache
+from stepjudge.engines.quantize import Quantize, quantize_for_inference
 
 
 class HFEngine(Engine):
@@ -51,13 +52,16 @@ class HFEngine(Engine):
         prefix_cache_tokens: prompt tokens whose KV is kept to skip re-encoding shared prefixes in later
             calls (0 turns it off); see :mod:`stepjudge.engines.prefix_cache`.
         allow_pickle: also load pickle weights (.bin); off, only safetensors load (a pickle can run code).
+        quantize: ``"int8"`` swaps every Linear for PyTorch's dynamic int8 one after loading (CPU, inference
+            only; a loaded ``model`` is copied, not changed); see :mod:`stepjudge.engines.quantize`.
     """
 
     capabilities = frozenset(Capability)
 
     def __init__(self, model, tokenizer=None, *, dtype: str = "float32", device: str = "cpu",
                  max_batch_rows: int = 64, share_prefix: bool = True, num_threads: int | None = None,
-                 compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384, allow_pickle: bool = False):
+                 compact_ratio: float = 0.75, prefix_cache_tokens: int = 16384, allow_pickle: bool = False,
+                 quantize: Quantize = "none"):
         super().__init__()
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -66,10 +70,13 @@ class HFEngine(Engine):
 
             self.model_name = str(model)
             model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device, allow_pickle=allow_pickle)
+            model = quantize_for_inference(model, quantize, inplace=True)  # nobody else holds this model
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer along with a loaded model")
             self.model_name = getattr(model.config, "_name_or_path", "") or "model"
+            model = quantize_for_inference(model, quantize)
+        self.quantize = quantize
         self.model, self._tokenizer = model, tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -52,6 +52,9 @@ class ServeConfig(ServeLimits, _ServeWhere):
 
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="weights dtype")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="int8: PyTorch's dynamic int8 Linear layers (CPU only; faster decode at a quality "
+                            "cost, see docs/performance.md)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's choice)")
     max_batch_rows: int = Field(64, ge=1, description="sequences decoded at once (prompts x n)")
     max_batch_prompts: int = Field(64, ge=1, description="prompts of concurrent requests decoded in one batch")
@@ -66,7 +69,8 @@ class ServeConfig(ServeLimits, _ServeWhere):
     def engine_config(self) -> EngineConfig:
         """The in-process (hf) engine that answers the requests."""
         return EngineConfig(kind="hf", model=self.model, dtype=self.dtype, device=self.device,
-                            num_threads=self.threads, max_batch_rows=self.max_batch_rows)
+                            num_threads=self.threads, max_batch_rows=self.max_batch_rows,
+                            quantize=self.quantize)
 
     def limits(self) -> ServeLimits:
         """The per-request bounds alone (what :func:`stepjudge.serve.create_app` takes)."""

@@ -61,9 +61,11 @@ class EngineRolloutMixin:
         model = self.accelerator.unwrap_model(self.model)  # type: ignore[attr-defined]
         if self._rollout_engine is None or self._rollout_engine.model is not model:
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)  # type: ignore[attr-defined]
-            # no prefix cache: the weights change every update, cached KV would be stale
+            # no prefix cache: the weights change every update, cached KV would be stale; never int8: the
+            # engine must sample from the live weights (HFEngine refuses int8 for a model in training mode)
             self._rollout_engine = HFEngine(model, tokenizer, device=str(self.accelerator.device),  # type: ignore[attr-defined]
-                                            prefix_cache_tokens=0, max_batch_rows=max(64, len(prompt_ids)))
+                                            prefix_cache_tokens=0, max_batch_rows=max(64, len(prompt_ids)),
+                                            quantize="none")
         # TRL's sampler repeats each prompt G times in a row; decode each distinct prompt once with n=G
         g = num_generations if len(prompt_ids) % num_generations == 0 else 1
         groups = [prompt_ids[i:i + g] for i in range(0, len(prompt_ids), g)]
