@@ -4,9 +4,7 @@ prompt and ``max_tokens: 1e9`` refused with the server's memory bounded, and SIG
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -29,20 +27,14 @@ def rss_peak_bytes(pid: int) -> int:
 
 
 @pytest.fixture()
-def server(tmp_path):
+def server(tmp_path, launch_server):
     out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
     env = {**os.environ, "STEPJUDGE_API_KEY": KEY}
     cmd = [sys.executable, "-m", "stepjudge.cli.main", "serve", "--model", MODEL, "--port", "0", "--threads", "1",
            "--log-level", "info", "--shutdown-timeout-s", "60"]
-    with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
+    proc, url = launch_server(cmd, out, err, env)
     try:
-        deadline = time.monotonic() + 120
-        while not (m := re.search(r"at (http://\S+/v1)", out.read_text())):
-            assert proc.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield proc, m.group(1), out, err
+        yield proc, url, out, err
     finally:
         if proc.poll() is None:
             proc.kill()

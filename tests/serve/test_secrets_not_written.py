@@ -10,10 +10,8 @@ searched for the key; with a wrong key the failed run is searched for both keys.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,22 +27,16 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def served(tmp_path):
+def served(tmp_path, launch_server):
     """``stepjudge serve --api-key KEY -v`` on loopback; yields its URL and its log folder."""
     logs = tmp_path / "server-logs"
     logs.mkdir()
     out, err = logs / "stdout.log", logs / "stderr.log"
     cmd = [sys.executable, "-m", "stepjudge.cli.main", "-v", "serve", "--model", MODEL, "--port", "0",
            "--threads", "1", "--api-key", KEY, "--log-level", "debug"]
-    with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=_env())
+    proc, url = launch_server(cmd, out, err, _env())
     try:
-        deadline = time.monotonic() + 120
-        while not (m := re.search(r"at (http://\S+/v1)", out.read_text())):
-            assert proc.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield m.group(1), logs
+        yield url, logs
     finally:
         proc.terminate()
         proc.wait(60)
