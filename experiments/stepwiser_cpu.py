@@ -78,6 +78,10 @@ class ExperimentConfig(BaseModel):
     annotate: str | None = Field(None, description="an annotate YAML: run once into cache_dir/<hash of the settings "
                                                    "that change the records>, reused by every later run")
     cache_dir: str = Field("runs/cache/annotate", description="where content-addressed annotations live")
+    annotation_archive: str | None = Field(
+        "experiments/results/annotations",
+        description="committed copies of finished annotations (<key>.jsonl.gz, same key as the cache): one found "
+                    "here is unpacked into the cache instead of re-annotating; `--archive-annotations` adds one")
     out: str = Field("runs/exp/stepwiser_cpu", description="run folder")
     model: str = Field("smollm2-135m", description="the judge's starting model")
     arms: list[str] = Field(default_factory=lambda: list(ARMS), description="arms to run, in table order")
@@ -108,11 +112,57 @@ def ensure_annotations(cfg: ExperimentConfig) -> ExperimentConfig:
     from stepjudge.annotate.pipeline import AnnotateConfig, annotate
 
     acfg = build_config(AnnotateConfig, cfg.annotate)
-    folder = Path(cfg.cache_dir) / annotation_key(acfg)
+    key = annotation_key(acfg)
+    folder = Path(cfg.cache_dir) / key
     path = folder / "annotations.jsonl"
+    archived = Path(cfg.annotation_archive) / f"{key}.jsonl.gz" if cfg.annotation_archive else None
+    if not path.exists() and archived is not None and archived.exists():
+        unpack_annotations(archived, path)
     if not path.exists():
         annotate(acfg.model_copy(update={"out": str(folder)}))
     return cfg.model_copy(update={"annotations": str(path)})
+
+
+def unpack_annotations(archived: Path, path: Path) -> None:
+    """The archived records into the cache, checked line by line (a truncated archive is an error, and a
+    half-written cache file is never left behind)."""
+    import gzip
+
+    from stepjudge.errors import DataError
+
+    try:
+        text = gzip.decompress(archived.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise DataError(f"not a readable gzip of JSONL ({e})", path=str(archived)) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(path.name + ".unpacking")
+    staged.write_text(text, encoding="utf-8")
+    try:
+        read_jsonl(staged)  # every line must parse before the cache takes it
+    except DataError as e:
+        staged.unlink()
+        raise DataError(f"archived annotation is damaged: {e}", path=str(archived), line=e.line) from None
+    staged.replace(path)
+
+
+def archive_annotations(cfg: ExperimentConfig) -> Path:
+    """Write the cached annotation to ``annotation_archive/<key>.jsonl.gz`` (deterministic bytes: no
+    timestamp in the gzip header), so a fresh clone reuses it instead of paying for the rollouts again."""
+    import gzip
+
+    from stepjudge.annotate.groups import annotation_key
+    from stepjudge.annotate.pipeline import AnnotateConfig
+
+    if not (cfg.annotate and cfg.annotation_archive and cfg.annotations):
+        raise SystemExit("--archive-annotations needs `annotate` and `annotation_archive`")
+    key = annotation_key(build_config(AnnotateConfig, cfg.annotate))
+    target = Path(cfg.annotation_archive) / f"{key}.jsonl.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blob = gzip.compress(Path(cfg.annotations).read_bytes(), compresslevel=9, mtime=0)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(target)
+    return target
 
 
 def _judge_data(cfg: ExperimentConfig, out: Path) -> dict[str, Path]:
@@ -447,8 +497,12 @@ def plot_rl_curves(out: Path, seeds: list[int], arms: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = experiment_parser(__doc__)
     parser.add_argument("--skip-downstream", action="store_true", help="only the held-out chunk table")
+    parser.add_argument("--archive-annotations", action="store_true",
+                        help="also write the annotation to annotation_archive (to commit it), then go on")
     args = parser.parse_args(argv)
     cfg = ensure_annotations(build_config(ExperimentConfig, args.config))
+    if args.archive_annotations:
+        print(f"annotation archived: {archive_annotations(cfg)}", flush=True)
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         parser.error(f"unknown arms {sorted(unknown)} (known: {', '.join(ARMS)})")

@@ -91,3 +91,40 @@ def test_untrained_arm_is_scored_once_and_reused_by_later_seeds(exp, tmp_path):
     assert json.loads((tmp_path / "seed1" / "untrained-cot" / "metrics.json").read_text()) == got
     # a finished arm that already has its AUROC is returned as it is, without loading any model
     assert exp.run_arm("untrained-cot", cfg, {"balanced": data}, 0, first) == scored
+
+
+def test_archived_annotation_is_unpacked_byte_for_byte_and_damage_is_refused(exp, tmp_path):
+    import gzip
+
+    from stepjudge.errors import DataError
+
+    text = '{"problem_id": "a", "chunks": []}\n{"problem_id": "b", "chunks": []}\n'
+    good = tmp_path / "good.jsonl.gz"
+    good.write_bytes(gzip.compress(text.encode(), mtime=0))
+    cache = tmp_path / "cache" / "k" / "annotations.jsonl"
+    exp.unpack_annotations(good, cache)
+    assert cache.read_text() == text
+
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(b'{"problem_id": "a"}\n{"problem_id": \n', mtime=0))
+    target = tmp_path / "cache2" / "annotations.jsonl"
+    with pytest.raises(DataError, match=r"bad\.jsonl\.gz:2"):
+        exp.unpack_annotations(bad, target)
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_fresh_clone_reuses_the_archived_annotation_instead_of_annotating(exp, tmp_path):
+    text = '{"problem_id": "p0", "chunks": []}\n'
+    done = tmp_path / "done.jsonl"
+    done.write_text(text)
+    recipe = str(EXPERIMENTS / "annotate_arith_mc.yaml")
+    cfg = exp.ExperimentConfig(annotate=recipe, annotations=str(done), annotation_archive=str(tmp_path / "arch"))
+    archived = exp.archive_annotations(cfg)
+    assert archived.parent == tmp_path / "arch" and archived.name.endswith(".jsonl.gz")
+    assert exp.archive_annotations(cfg).read_bytes() == archived.read_bytes()  # deterministic bytes
+
+    fresh = exp.ExperimentConfig(annotate=recipe, cache_dir=str(tmp_path / "cache"),
+                                 annotation_archive=str(tmp_path / "arch"))
+    resolved = exp.ensure_annotations(fresh)  # would annotate 400 problems if the archive were not used
+    assert Path(resolved.annotations).read_text() == text
+    assert Path(resolved.annotations).parent.name == archived.name.removesuffix(".jsonl.gz")
