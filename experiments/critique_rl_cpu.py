@@ -23,10 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import experiment_parser
+from common import experiment_config, experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepjudge.config import build_config
 from stepjudge.train.critic import critique_data_once, sft_once
 from stepjudge.utils.io import atomic_write_json, atomic_write_text
 
@@ -98,9 +97,9 @@ def table(per_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = experiment_parser(__doc__, default_seeds=(0, 1, 2))
+    parser = experiment_parser(__doc__, ExperimentConfig, default_seeds=(0, 1, 2))
     args = parser.parse_args(argv)
-    cfg = build_config(ExperimentConfig, args.config)
+    cfg = experiment_config(args)
     out = Path(cfg.out)
     boot = critique_data_once(cfg.data, cfg.model, out / "bootstrap")
     actor = sft_once(cfg.actor_sft, boot / "actor_sft.jsonl", out / "actor-sft", model=cfg.model, seed=0)

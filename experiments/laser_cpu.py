@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import experiment_parser
+from common import experiment_config, experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepjudge.config import build_config
 from stepjudge.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 
 ARMS = ("grpo", "laser")
@@ -145,9 +144,9 @@ def plot_training(out: Path, seeds: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = experiment_parser(__doc__)
+    parser = experiment_parser(__doc__, ExperimentConfig)
     args = parser.parse_args(argv)
-    cfg = build_config(ExperimentConfig, args.config)
+    cfg = experiment_config(args)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     c_ref = _c_ref(cfg, out)

@@ -31,9 +31,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from common import experiment_parser
+from common import experiment_config, experiment_parser
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepjudge.config import build_config
@@ -58,6 +58,10 @@ class DownstreamConfig(BaseModel):
         default_factory=lambda: {"score": "reasoned-prob", "response_prefix": "", "max_tokens": 48},
         description="how a CoT judge is read (JudgeSpec; its warm-up prompt is added); verdict-only arms read "
                     "the verdict token after \\boxed{")
+    methods: list[Literal["chunk-reset", "best-of-n"]] = Field(
+        default_factory=lambda: ["chunk-reset", "best-of-n"],
+        description="uses of the judge to run: Chunk-Reset (Table 7) and best-of-N / voting; `selection` "
+                    "reuses best-of-N's samples, so it runs only with best-of-n")
     chunk_reset: dict[str, Any] = Field(default_factory=dict, description="`stepjudge solve` options")
     best_of_n: dict[str, Any] = Field(default_factory=dict, description="`stepjudge rerank` options (n = largest N)")
     n_values: list[int] = Field(default_factory=lambda: [4, 8], description="N of the best-of-N / voting table")
@@ -387,26 +391,33 @@ def run_downstream(cfg: ExperimentConfig, seed: int, out: Path) -> dict[str, dic
     for arm in ds.arms:
         arm_dir = out / f"seed{seed}" / arm
         done = arm_dir / "downstream.json"
-        if not done.exists():
+        result: dict[str, Any] = json.loads(done.read_text()) if done.exists() else {}
+        want = {"chunk-reset": "chunk_reset", "best-of-n": "best_of_n"}
+        if any(key not in result for method, key in want.items() if method in ds.methods):  # a method is missing
             t0 = time.perf_counter()
             model, spec = _arm_model(arm, seed, out), _judge_spec(arm, cfg, seed)
-            cr = run_chunk_reset({**base, **ds.chunk_reset, "judge": model, "judge_spec": spec, "reset": True,
-                                  "compare_baseline": False, "out": str(arm_dir / "chunk_reset")}, progress=False)
-            bon = run_best_of_n({**base, **ds.best_of_n, "n": max(ds.n_values), "judge": model, "judge_spec": spec,
-                                 "out": str(arm_dir / "best_of_n")}, progress=False)
-            records = read_jsonl(arm_dir / "best_of_n" / "samples.jsonl")
-            result = {"chunk_reset": cr["methods"]["chunk_reset"],
-                      "best_of_n": {str(n): accuracy_at_n(records, n) for n in ds.n_values},
-                      "bon_judge_calls": bon["judge_calls"]}
-            if ds.selection is not None:
-                from stepjudge.infer.select import compare_selections
+            if "chunk-reset" in ds.methods and "chunk_reset" not in result:
+                cr = run_chunk_reset({**base, **ds.chunk_reset, "judge": model, "judge_spec": spec, "reset": True,
+                                      "compare_baseline": False, "out": str(arm_dir / "chunk_reset")},
+                                     progress=False)
+                result["chunk_reset"] = cr["methods"]["chunk_reset"]
+            if "best-of-n" in ds.methods and "best_of_n" not in result:
+                bon = run_best_of_n({**base, **ds.best_of_n, "n": max(ds.n_values), "judge": model,
+                                     "judge_spec": spec, "out": str(arm_dir / "best_of_n")}, progress=False)
+                records = read_jsonl(arm_dir / "best_of_n" / "samples.jsonl")
+                result["best_of_n"] = {str(n): accuracy_at_n(records, n) for n in ds.n_values}
+                result["bon_judge_calls"] = bon["judge_calls"]
+                if ds.selection is not None:
+                    from stepjudge.infer.select import compare_selections
 
-                sel = ds.selection
-                result["selection"] = compare_selections(
-                    arm_dir / "best_of_n" / "samples.jsonl", arm_dir / "selection", base_policy=ds.policy,
-                    sft={**sel.get("sft", {}), "seed": seed},
-                    evaluate={"problems": "arith", **sel.get("eval", {}), "seed": seed}, seed=sel.get("seed", seed))
-            atomic_write_json(done, {**result, "wall_s": time.perf_counter() - t0})
+                    sel = ds.selection
+                    result["selection"] = compare_selections(
+                        arm_dir / "best_of_n" / "samples.jsonl", arm_dir / "selection", base_policy=ds.policy,
+                        sft={**sel.get("sft", {}), "seed": seed},
+                        evaluate={"problems": "arith", **sel.get("eval", {}), "seed": seed},
+                        seed=sel.get("seed", seed))
+            result["wall_s"] = result.get("wall_s", 0.0) + time.perf_counter() - t0
+            atomic_write_json(done, result)
         results[arm] = json.loads(done.read_text())
     return results
 
@@ -495,12 +506,12 @@ def plot_rl_curves(out: Path, seeds: list[int], arms: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = experiment_parser(__doc__)
+    parser = experiment_parser(__doc__, ExperimentConfig)
     parser.add_argument("--skip-downstream", action="store_true", help="only the held-out chunk table")
     parser.add_argument("--archive-annotations", action="store_true",
                         help="also write the annotation to annotation_archive (to commit it), then go on")
     args = parser.parse_args(argv)
-    cfg = ensure_annotations(build_config(ExperimentConfig, args.config))
+    cfg = ensure_annotations(experiment_config(args))
     if args.archive_annotations:
         print(f"annotation archived: {archive_annotations(cfg)}", flush=True)
     unknown = set(cfg.arms) - set(ARMS)

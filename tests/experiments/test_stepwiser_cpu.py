@@ -128,3 +128,44 @@ def test_a_fresh_clone_reuses_the_archived_annotation_instead_of_annotating(exp,
     resolved = exp.ensure_annotations(fresh)  # would annotate 400 problems if the archive were not used
     assert Path(resolved.annotations).read_text() == text
     assert Path(resolved.annotations).parent.name == archived.name.removesuffix(".jsonl.gz")
+
+
+def test_every_config_field_is_a_flag_over_the_yaml(exp, tmp_path):
+    from common import experiment_config, experiment_parser
+
+    yaml = tmp_path / "exp.yaml"
+    yaml.write_text("arms: [warmup-cot, disc-prm]\nrl: {max_steps: 20, beta: 0.0}\n"
+                    "downstream: {arms: [stepwiser-cot]}\n")
+    parser = experiment_parser(None, exp.ExperimentConfig)
+    args = parser.parse_args(["--config", str(yaml), "--seeds", "1", "2", "--downstream.methods", '["chunk-reset"]',
+                              "--downstream.arms", '["stepwiser-cot-unbal"]', "--eval-max-tokens", "32"])
+    cfg = experiment_config(args)
+    assert args.seeds == [1, 2]
+    assert cfg.arms == ["warmup-cot", "disc-prm"] and cfg.rl == {"max_steps": 20, "beta": 0.0}  # from the YAML
+    assert cfg.downstream.methods == ["chunk-reset"] and cfg.downstream.arms == ["stepwiser-cot-unbal"]
+    assert cfg.eval_max_tokens == 32
+    from stepjudge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="downstream.methods"):  # a method that does not exist, named
+        experiment_config(parser.parse_args(["--downstream.methods", '["beam-search"]']))
+
+
+def test_downstream_runs_only_the_methods_a_seed_lacks(exp, tmp_path):
+    import json
+
+    cfg = exp.ExperimentConfig(out=str(tmp_path), downstream={"arms": ["stepwiser-cot-unbal"],
+                                                               "methods": ["chunk-reset"]})
+    (tmp_path / "seed1" / "no-judge").mkdir(parents=True)
+    (tmp_path / "seed1" / "no-judge" / "downstream.json").write_text('{"chunk_reset": {"accuracy": 0.25}}')
+    arm = tmp_path / "seed1" / "stepwiser-cot-unbal"
+    arm.mkdir()
+    (arm / "downstream.json").write_text('{"chunk_reset": {"accuracy": 0.5}, "wall_s": 700.0}')
+    # no model or metrics.json exists: any generation attempted here would fail
+    got = exp.run_downstream(cfg, 1, tmp_path)
+    assert got == {"no-judge": {"chunk_reset": {"accuracy": 0.25}},
+                   "stepwiser-cot-unbal": {"chunk_reset": {"accuracy": 0.5}, "wall_s": 700.0}}
+    both = cfg.model_copy(update={"downstream": cfg.downstream.model_copy(update={"methods": ["chunk-reset",
+                                                                                             "best-of-n"]})})
+    with pytest.raises(FileNotFoundError):  # best-of-n is missing, so it tries to load the arm's judge
+        exp.run_downstream(both, 1, tmp_path)
+    assert json.loads((arm / "downstream.json").read_text())["chunk_reset"] == {"accuracy": 0.5}  # untouched
