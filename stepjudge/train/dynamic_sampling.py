@@ -14,6 +14,10 @@ Modes (:class:`DynamicSamplingConfig`):
   recounted, so it neither adds gradient nor dilutes the token-mean. Shapes stay TRL's, so the loss
   code is unchanged. (``grpo``/``dr_grpo``/``luspo`` losses average over rows or a fixed length, so
   a masked row there still counts in the denominator; use ``dapo`` or ``bnpo`` for exact dropping.)
+* ``low_reward_cutoff`` (with ``drop`` or ``resample``): informative groups whose mean reward is at most
+  the cutoff are masked too, after any re-sampling. Meant for noisy labels: on a mislabelled prompt a
+  judge that checks well is mostly "wrong", and the one paid sample in such a group gets a large
+  advantage for breaking the check.
 * ``resample``: the G completions of an agreeing group are generated again from the same prompt, up
   to ``max_rounds`` times, and the group is replaced by the first informative draw. A group still
   agreeing after ``max_rounds`` is dropped or kept (``on_exhausted``).
@@ -24,6 +28,7 @@ Groups are ``num_generations`` consecutive rows of the global (gathered) batch, 
 
 Metrics (train mode, one value per generation batch, averaged by TRL's ``log``), in log_history:
 ``dynamic_sampling/agree_frac`` (share of groups whose first draw agreed),
+``dynamic_sampling/low_reward_groups`` (informative groups dropped by ``low_reward_cutoff``),
 ``dynamic_sampling/resampled_groups`` (group re-generations run), ``dynamic_sampling/recovered_groups``
 (agreeing groups replaced by an informative draw) and ``dynamic_sampling/dropped_groups``.
 
@@ -41,11 +46,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trl import GRPOTrainer
 
 __all__ = ["DynamicSamplingConfig", "DynamicSamplingGRPOTrainer", "DynamicSamplingMixin", "agreeing_groups",
-           "group_rows"]
+           "group_rows", "low_reward_groups"]
 
 _PREFIX = "dynamic_sampling/"
 
@@ -62,6 +67,17 @@ class DynamicSamplingConfig(BaseModel):
     on_exhausted: Literal["drop", "keep"] = Field(
         "drop", description="resample: what happens to a group that still agrees after max_rounds")
     agree_atol: float = Field(0.0, ge=0, description="a group agrees when max - min of its rewards <= this")
+    low_reward_cutoff: float | None = Field(
+        None, description="also drop (mask) every group whose mean reward is <= this (None: keep them). With "
+                          "noisy labels, a group in which nearly every sample disagrees with its label is most "
+                          "often a mislabelled prompt, and the few paid samples teach the judge to break its "
+                          "own check (docs/judge_training.md); online difficulty filtering in other words")
+
+    @model_validator(mode="after")
+    def _cutoff_needs_a_mode(self) -> DynamicSamplingConfig:
+        if self.low_reward_cutoff is not None and self.mode == "off":
+            raise ValueError("low_reward_cutoff drops groups: set mode to drop or resample")
+        return self
 
 
 def agreeing_groups(rewards: torch.Tensor, group_size: int, atol: float = 0.0) -> torch.Tensor:
@@ -78,6 +94,18 @@ def agreeing_groups(rewards: torch.Tensor, group_size: int, atol: float = 0.0) -
     hi = grouped.masked_fill(nan, float("-inf")).max(dim=1).values
     lo = grouped.masked_fill(nan, float("inf")).min(dim=1).values
     return nan.all(dim=1) | ((hi - lo) <= atol)
+
+
+def low_reward_groups(rewards: torch.Tensor, group_size: int, cutoff: float) -> torch.Tensor:
+    """Bool (n_groups,): True where a group's mean reward (NaN rows ignored) is <= ``cutoff``; a group
+    with no finite reward is not low (it already agrees)."""
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"need a 1-D reward tensor whose length is a multiple of {group_size}, "
+                         f"got shape {tuple(rewards.shape)}")
+    grouped = rewards.detach().float().view(-1, group_size)
+    finite = ~torch.isnan(grouped)
+    mean = grouped.nan_to_num(0.0).sum(dim=1) / finite.sum(dim=1).clamp(min=1)
+    return finite.any(dim=1) & (mean <= cutoff)
 
 
 def group_rows(groups: Sequence[int] | torch.Tensor, group_size: int) -> list[int]:
@@ -229,6 +257,11 @@ class DynamicSamplingMixin:
             drop = torch.zeros(output["completion_mask"].size(0) * self.accelerator.num_processes
                                // self.num_generations, dtype=torch.bool)
         self._ds_drop = None
+        cutoff = self.dynamic_sampling.low_reward_cutoff
+        if cutoff is not None:  # the final draw's rewards (re-sampled groups included)
+            low = low_reward_groups(self._ds_summed(self._ds_rewards), self.num_generations, cutoff) & ~drop
+            self._ds_log("low_reward_groups", int(low.sum().item()))
+            drop = drop | low
         self._ds_log("dropped_groups", int(drop.sum().item()))
         if drop.any():
             output = self._ds_mask_groups(output, drop)

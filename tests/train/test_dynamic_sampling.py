@@ -22,6 +22,7 @@ from stepjudge.train.dynamic_sampling import (
     DynamicSamplingGRPOTrainer,
     agreeing_groups,
     group_rows,
+    low_reward_groups,
 )
 
 torch.set_num_threads(1)
@@ -107,11 +108,25 @@ def test_agreeing_groups_is_exact():
     assert group_rows(torch.tensor([False, True, True]), 2) == [2, 3, 4, 5]
 
 
+def test_low_reward_groups_is_exact():
+    r = torch.tensor([0.0, 0.0, 0.0, 1.0,  # mean 0.25
+                      1.0, 0.0, 0.0, 1.0,  # mean 0.5
+                      0.0, 0.0, 0.0, 0.0,  # mean 0 (also agrees)
+                      1.0, float("nan"), 0.0, float("nan"),  # mean of the finite rows: 0.5
+                      float("nan")] * 1 + [float("nan")] * 3)  # no finite reward: not "low"
+    assert low_reward_groups(r, 4, 0.25).tolist() == [True, False, True, False, False]
+    assert low_reward_groups(r, 4, 0.5).tolist() == [True, True, True, True, False]
+    assert low_reward_groups(r, 4, -0.1).tolist() == [False, False, False, False, False]
+    with pytest.raises(ValueError, match="multiple of 3"):
+        low_reward_groups(torch.zeros(4), 3, 0.25)
+
+
 def test_config_is_typed():
     assert DynamicSamplingConfig().mode == "off"
     assert DynamicSamplingConfig(mode="resample").model_dump() == {
-        "mode": "resample", "max_rounds": 2, "on_exhausted": "drop", "agree_atol": 0.0}
-    for bad in ({"mode": "filter"}, {"max_rounds": 0}, {"on_exhausted": "skip"}, {"rounds": 2}):
+        "mode": "resample", "max_rounds": 2, "on_exhausted": "drop", "agree_atol": 0.0, "low_reward_cutoff": None}
+    for bad in ({"mode": "filter"}, {"max_rounds": 0}, {"on_exhausted": "skip"}, {"rounds": 2},
+                {"low_reward_cutoff": 0.25}):  # a cutoff drops groups: plain GRPO (mode off) cannot
         with pytest.raises(ValidationError):
             DynamicSamplingConfig(**bad)
 
@@ -151,6 +166,18 @@ def test_drop_is_a_no_op_when_every_group_is_informative(tmp_path):
     assert out["completion_mask"].sum(dim=1).gt(0).all()
     assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
     assert _metric(trainer, "dropped_groups") == [0.0] and _metric(trainer, "agree_frac") == [0.0]
+
+
+@pytest.mark.parametrize("cutoff, low", [(0.5, 2), (0.4, 0)])
+def test_low_reward_cutoff_also_drops_informative_groups_at_or_below_it(tmp_path, cutoff, low):
+    trainer = _trainer(tmp_path, KINDS, {"mode": "drop", "low_reward_cutoff": cutoff})
+    out = _step(trainer, KINDS)  # split groups: rewards 0, 1 (mean 0.5); the agree group: 1, 1
+    per_group = out["completion_mask"].view(3, G, -1).sum(dim=(1, 2))
+    assert per_group[1] == 0  # the agreeing group, as without a cutoff
+    assert (per_group[[0, 2]] == 0).all() == (low == 2)
+    assert out["num_items_in_batch"].item() == out["completion_mask"].sum().item()
+    assert _metric(trainer, "low_reward_groups") == [float(low)]
+    assert _metric(trainer, "dropped_groups") == [1.0 + low]
 
 
 def test_drop_of_every_group_gives_a_zero_loss_not_nan(tmp_path):
