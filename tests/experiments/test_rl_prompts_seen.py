@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+from experiment_modules import import_experiment
 
 
 @pytest.fixture(scope="module")
 def seen_mod():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("rl_prompts_seen")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    yield from import_experiment("rl_prompts_seen")
 
 
 def _rows():

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+from experiment_modules import EXPERIMENTS, import_experiment
 
 
 @pytest.fixture(scope="module")
 def exp():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("stepwiser_cpu")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    yield from import_experiment("stepwiser_cpu")
 
 
 def test_prune_keeps_final_and_unfinished_runs(exp, tmp_path):

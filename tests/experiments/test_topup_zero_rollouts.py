@@ -1,22 +1,13 @@
 """The top-up's re-labelling: only zero prefixes change, Q̂ = successes / rollouts, labels follow the schemes."""
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+from experiment_modules import import_experiment
 
 
 @pytest.fixture(scope="module")
 def topup():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("topup_zero_rollouts")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    yield from import_experiment("topup_zero_rollouts")
 
 
 def _record(successes, labels, first_error, pid="p1", si=0):
